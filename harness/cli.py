@@ -1,0 +1,78 @@
+"""The ``copa-bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from harness.errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_data_make(args: argparse.Namespace) -> int:
+    from harness.data.benchmark import make_benchmark
+
+    start = time.perf_counter()
+    digest = make_benchmark(args.out, preset=args.preset, seed=args.seed, pta_fraction=args.pta_fraction,
+                            workers=args.workers, force=args.force)
+    print(f"done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    print(f"sha256:{digest}")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from harness.data.check import check_benchmark
+
+    report = check_benchmark(args.data, splits=args.split, patch_size=args.patch_size, min_overlap=args.min_overlap)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="generate and check datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    make = data_sub.add_parser("make", help="generate the offline benchmark (deterministic for a seed)")
+    make.add_argument("--out", required=True, help="directory to create")
+    make.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--pta-fraction", type=float, default=0.05,
+                      help="share of train images whose boxes PTA may use (default 0.05)")
+    make.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    make.add_argument("--force", action="store_true", help="replace an existing different dataset at --out")
+    make.set_defaults(func=_cmd_data_make)
+
+    check = data_sub.add_parser("check", help="load every file of a generated benchmark and print its statistics")
+    check.add_argument("data", help="benchmark directory")
+    check.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
+    check.add_argument("--patch-size", type=int, default=8)
+    check.add_argument("--min-overlap", type=float, default=0.1)
+    check.set_defaults(func=_cmd_data_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"copa-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("copa-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets in real published formats, and the offline benchmark generator that writes them."""

@@ -1,0 +1,310 @@
+"""mmengine datasets over the real published annotation formats.
+
+Each class reads the files a user downloads (COCO captions/instances, the Karpathy split, VQA v2,
+NLVR2 jsonl, RefCOCO refs) and the offline benchmark written in the same formats. Loading checks
+every record it uses; a bad one is an InputError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+
+import harness.data.transforms  # noqa: F401  (registers the transforms)
+from copa.patch_labels import mentioned_categories
+from harness.data.io import check_box, field, load_json, load_jsonl, load_plain_pickle
+from harness.errors import InputError
+from harness.registry import DATASETS, TRANSFORMS
+
+
+def _join(*parts: str) -> str:
+    return os.path.join(*[p for p in parts if p])
+
+
+def _image_table(path: str, images: object) -> dict[int, dict]:
+    if not isinstance(images, list):
+        raise InputError(path, "images", "expected a list")
+    table = {}
+    for i, img in enumerate(images):
+        where = f"images[{i}]"
+        image_id = field(img, "id", path, where, int)
+        table[image_id] = {
+            "file_name": field(img, "file_name", path, where, str),
+            "height": field(img, "height", path, where, int),
+            "width": field(img, "width", path, where, int),
+        }
+    return table
+
+
+def load_coco_instances(path: str) -> tuple[dict[int, str], dict[int, dict], dict[int, list[dict]]]:
+    """Categories, images and per-image objects of a COCO instances file, every box checked."""
+    data = load_json(path)
+    images = _image_table(path, field(data, "images", path, "", list))
+    categories = {}
+    for i, cat in enumerate(field(data, "categories", path, "", list)):
+        categories[field(cat, "id", path, f"categories[{i}]", int)] = field(cat, "name", path, f"categories[{i}]", str)
+    objects: dict[int, list[dict]] = {image_id: [] for image_id in images}
+    for i, ann in enumerate(field(data, "annotations", path, "", list)):
+        where = f"annotations[{i}]"
+        image_id = field(ann, "image_id", path, where, int)
+        if image_id not in images:
+            raise InputError(path, f"{where}.image_id", f"image {image_id} is not in 'images'")
+        category_id = field(ann, "category_id", path, where, int)
+        if category_id not in categories:
+            raise InputError(path, f"{where}.category_id", f"category {category_id} is not in 'categories'")
+        img = images[image_id]
+        box = check_box(field(ann, "bbox", path, where), path, f"{where}.bbox", (img["height"], img["width"]))
+        objects[image_id].append({"bbox": box, "category_id": category_id, "id": ann.get("id")})
+    return categories, images, objects
+
+
+class _AnnotationDataset(BaseDataset):
+    """Common ground: the image directory comes from ``data_prefix['img_path']`` under ``data_root``;
+    pipeline steps given as configs are built from copa-bench's transform registry."""
+
+    def __init__(self, *args, data_prefix: Mapping | None = None, pipeline: Sequence = (), **kwargs) -> None:
+        steps = [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in pipeline]
+        super().__init__(*args, data_prefix=dict(data_prefix or {"img_path": ""}), pipeline=steps, **kwargs)
+
+    def _resolve(self, path: str | None) -> str | None:
+        if path is None or os.path.isabs(path) or not self.data_root:
+            return path
+        return os.path.join(self.data_root, path)
+
+    def _image_path(self, *name: str) -> str:
+        return _join(self.data_prefix.get("img_path", ""), *name)
+
+
+def _check_split(path: str, split: str, available: Sequence[str]) -> None:
+    if split not in available:
+        raise InputError(path, "split", f"unknown split {split!r} (this file has: {', '.join(sorted(available))})")
+
+
+@DATASETS.register_module()
+class CaptionDataset(_AnnotationDataset):
+    """Image-caption pairs for pre-training, one sample per caption (COCO captions format).
+
+    With ``instances_file`` every sample carries the boxes of the objects its caption mentions
+    (matched by category name, see ``copa.patch_labels``); ``pta_file`` lists the images whose boxes
+    PTA may use. ``pta_fraction`` instead draws that share of the captioned images with ``pta_seed``
+    (for the ablation over how many images carry boxes).
+    """
+
+    def __init__(self, *args, instances_file: str | None = None, pta_file: str | None = None,
+                 pta_fraction: float | None = None, pta_seed: int = 0, **kwargs) -> None:
+        if pta_fraction is not None and not 0.0 <= pta_fraction <= 1.0:
+            raise InputError(None, "pta_fraction", f"must be between 0 and 1, got {pta_fraction}")
+        self.instances_file = instances_file
+        self.pta_file = pta_file
+        self.pta_fraction = pta_fraction
+        self.pta_seed = pta_seed
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        data = load_json(path)
+        images = _image_table(path, field(data, "images", path, "", list))
+        categories, objects = {}, {}
+        if self.instances_file:
+            inst_path = self._resolve(self.instances_file)
+            categories, inst_images, objects = load_coco_instances(inst_path)
+            missing = set(images) - set(inst_images)
+            if missing:
+                raise InputError(inst_path, "images",
+                                 f"{len(missing)} captioned images have no entry, e.g. {min(missing)}")
+        exposed: set[int] = set()
+        if self.pta_fraction is not None:
+            ids = np.random.default_rng(self.pta_seed).permutation(sorted(images))
+            exposed = {int(i) for i in ids[: int(round(self.pta_fraction * len(ids)))]}
+        elif self.pta_file:
+            pta_path = self._resolve(self.pta_file)
+            pta = load_json(pta_path)
+            exposed = {int(i) for i in field(pta, "image_ids", pta_path, "", list)}
+        samples = []
+        for i, ann in enumerate(field(data, "annotations", path, "", list)):
+            where = f"annotations[{i}]"
+            image_id = field(ann, "image_id", path, where, int)
+            if image_id not in images:
+                raise InputError(path, f"{where}.image_id", f"image {image_id} is not in 'images'")
+            text = field(ann, "caption", path, where, str).strip()
+            if not text:
+                raise InputError(path, f"{where}.caption", "empty caption")
+            img = images[image_id]
+            sample = {"img_path": self._image_path(img["file_name"]), "image_id": image_id, "text": text,
+                      "height": img["height"], "width": img["width"], "pta": image_id in exposed}
+            if self.instances_file:
+                wanted = mentioned_categories(text, categories)
+                sample["relevant_boxes"] = [o["bbox"] for o in objects[image_id] if o["category_id"] in wanted]
+            samples.append(sample)
+        return samples
+
+
+@DATASETS.register_module()
+class RetrievalDataset(_AnnotationDataset):
+    """Image-text retrieval over a Karpathy split file (``dataset_coco.json`` / ``dataset_flickr30k.json``).
+
+    One sample per image with all its captions; ``texts``, ``txt2img`` and ``img2txt`` give the text
+    gallery and the ground truth. ``split='train'`` includes Karpathy's ``restval``.
+    """
+
+    def __init__(self, *args, split: str = "test", **kwargs) -> None:
+        self.split = split
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        data = load_json(path)
+        entries = field(data, "images", path, "", list)
+        splits = {field(e, "split", path, f"images[{i}]", str) for i, e in enumerate(entries)}
+        _check_split(path, self.split, splits | ({"train"} if "restval" in splits else set()))
+        wanted = {self.split, "restval"} if self.split == "train" else {self.split}
+        samples, self.texts, self.txt2img, self.img2txt = [], [], [], []
+        for i, e in enumerate(entries):
+            if e["split"] not in wanted:
+                continue
+            where = f"images[{i}]"
+            name = field(e, "filename", path, where, str)
+            texts = []
+            for j, sent in enumerate(field(e, "sentences", path, where, list)):
+                raw = field(sent, "raw", path, f"{where}.sentences[{j}]", str).strip()
+                if not raw:
+                    raise InputError(path, f"{where}.sentences[{j}].raw", "empty caption")
+                texts.append(raw)
+            if not texts:
+                raise InputError(path, f"{where}.sentences", "an image without captions")
+            img_index = len(samples)
+            self.img2txt.append(list(range(len(self.texts), len(self.texts) + len(texts))))
+            self.texts += texts
+            self.txt2img += [img_index] * len(texts)
+            image_id = e.get("cocoid", e.get("imgid", i))
+            samples.append({"img_path": self._image_path(e.get("filepath", ""), name), "image_id": image_id,
+                            "texts": texts, "index": img_index})
+        return samples
+
+
+@DATASETS.register_module()
+class VQADataset(_AnnotationDataset):
+    """VQA v2: questions file plus (for train/val) the annotations file with ten answers each.
+
+    Images are found by ``image_template``, formatted with the questions file's ``data_subtype`` and the
+    image id; the default is COCO's ``{data_subtype}/COCO_{data_subtype}_{image_id:012d}.jpg``.
+    """
+
+    def __init__(self, *args, answers_file: str | None = None,
+                 image_template: str = "{data_subtype}/COCO_{data_subtype}_{image_id:012d}.jpg", **kwargs) -> None:
+        self.answers_file = answers_file
+        self.image_template = image_template
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        data = load_json(path)
+        subtype = field(data, "data_subtype", path, "", str)
+        answers: dict[int, dict] = {}
+        if self.answers_file:
+            ans_path = self._resolve(self.answers_file)
+            ans_data = load_json(ans_path)
+            for i, ann in enumerate(field(ans_data, "annotations", ans_path, "", list)):
+                where = f"annotations[{i}]"
+                qid = field(ann, "question_id", ans_path, where, int)
+                raw = field(ann, "answers", ans_path, where, list)
+                texts = [field(a, "answer", ans_path, f"{where}.answers[{j}]", str) for j, a in enumerate(raw)]
+                if not texts:
+                    raise InputError(ans_path, f"{where}.answers", "no answers")
+                answers[qid] = {"answers": texts, "answer_type": ann.get("answer_type", ""),
+                                "multiple_choice_answer": ann.get("multiple_choice_answer", "")}
+        samples = []
+        for i, q in enumerate(field(data, "questions", path, "", list)):
+            where = f"questions[{i}]"
+            qid = field(q, "question_id", path, where, int)
+            image_id = field(q, "image_id", path, where, int)
+            text = field(q, "question", path, where, str).strip()
+            if not text:
+                raise InputError(path, f"{where}.question", "empty question")
+            sample = {"img_path": self._image_path(self.image_template.format(data_subtype=subtype, image_id=image_id)),
+                      "image_id": image_id, "question_id": qid, "text": text}
+            if self.answers_file:
+                if qid not in answers:
+                    raise InputError(self._resolve(self.answers_file), "annotations",
+                                     f"no answers for question_id {qid}")
+                sample.update(answers[qid])
+            samples.append(sample)
+        return samples
+
+
+@DATASETS.register_module()
+class NLVR2Dataset(_AnnotationDataset):
+    """NLVR2 jsonl: a statement about two images, True or False.
+
+    Image files follow NLVR2's naming: identifier ``dev-850-0-0`` → ``dev-850-0-img0.png`` and
+    ``-img1.png``; a record's ``directory`` field (train) adds a sub-directory.
+    """
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        samples = []
+        for i, row in enumerate(load_jsonl(path), 1):
+            where = f"line {i}"
+            ident = field(row, "identifier", path, where, str)
+            parts = ident.split("-")
+            if len(parts) < 4:
+                raise InputError(path, f"{where}.identifier", f"expected split-set-pair-sentence, got {ident!r}")
+            text = field(row, "sentence", path, where, str).strip()
+            if not text:
+                raise InputError(path, f"{where}.sentence", "empty statement")
+            label = field(row, "label", path, where, str)
+            if label not in ("True", "False"):
+                raise InputError(path, f"{where}.label", f"expected 'True' or 'False', got {label!r}")
+            base = "-".join(parts[:-1])
+            sub = str(row["directory"]) if "directory" in row else ""
+            samples.append({"img_paths": [self._image_path(sub, f"{base}-img{k}.png") for k in (0, 1)],
+                            "identifier": ident, "text": text, "label": int(label == "True")})
+        return samples
+
+
+@DATASETS.register_module()
+class ReferringDataset(_AnnotationDataset):
+    """RefCOCO/RefCOCO+/RefCOCOg: one sample per referring expression, with its referent's box.
+
+    ``ann_file`` is the refs file, either the original ``refs(unc).p`` (read as plain data only, never
+    unpickling a class) or the same records as JSON; boxes and file names come from ``instances_file``.
+    """
+
+    def __init__(self, *args, instances_file: str, split: str = "val", **kwargs) -> None:
+        self.instances_file = instances_file
+        self.split = split
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        refs = load_plain_pickle(path) if path.endswith(".p") else load_json(path)
+        if not isinstance(refs, list):
+            raise InputError(path, None, "expected a list of refs")
+        inst_path = self._resolve(self.instances_file)
+        _, images, objects = load_coco_instances(inst_path)
+        boxes = {o["id"]: o["bbox"] for objs in objects.values() for o in objs}
+        splits = {field(r, "split", path, f"refs[{i}]", str) for i, r in enumerate(refs)}
+        _check_split(path, self.split, splits)
+        samples = []
+        for i, ref in enumerate(refs):
+            if ref["split"] != self.split:
+                continue
+            where = f"refs[{i}]"
+            image_id = field(ref, "image_id", path, where, int)
+            ann_id = field(ref, "ann_id", path, where, int)
+            if image_id not in images:
+                raise InputError(path, f"{where}.image_id", f"image {image_id} is not in {inst_path}")
+            if ann_id not in boxes:
+                raise InputError(path, f"{where}.ann_id", f"annotation {ann_id} is not in {inst_path}")
+            img = images[image_id]
+            for j, sent in enumerate(field(ref, "sentences", path, where, list)):
+                text = field(sent, "sent", path, f"{where}.sentences[{j}]", str).strip()
+                if not text:
+                    raise InputError(path, f"{where}.sentences[{j}].sent", "empty expression")
+                samples.append({"img_path": self._image_path(img["file_name"]), "image_id": image_id,
+                                "ref_id": ref.get("ref_id", i), "text": text, "bbox": boxes[ann_id],
+                                "height": img["height"], "width": img["width"]})
+        return samples

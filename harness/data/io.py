@@ -1,0 +1,97 @@
+"""Strict readers for the annotation files: every failure is an InputError naming the file and field."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+from harness.errors import InputError
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a missing or malformed file is an InputError with the line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text: {e.reason}") from None
+
+
+def load_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Parse a JSON-lines file (blank lines allowed); each bad line is reported by number."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(path, f"line {lineno}", f"malformed JSON: {e.msg}") from None
+                if not isinstance(row, dict):
+                    raise InputError(path, f"line {lineno}", "expected a JSON object")
+                rows.append(row)
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    return rows
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, strings, numbers) and refuses every class, so a pickle
+    such as RefCOCO's refs(unc).p cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is allowed")
+
+
+def load_plain_pickle(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return _DataOnlyUnpickler(f).load()
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise InputError(path, None, f"not a plain-data pickle: {e}") from None
+
+
+def field(obj: Any, key: str, path: str | os.PathLike, where: str, kind: type | tuple[type, ...] | None = None):
+    """``obj[key]``, or an InputError naming ``where.key`` when it is missing or of the wrong type."""
+    name = f"{where}.{key}" if where else key
+    if not isinstance(obj, Mapping):
+        raise InputError(path, where or "<top level>", f"expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise InputError(path, name, "missing")
+    value = obj[key]
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind)):
+        want = " or ".join(t.__name__ for t in _tuple(kind))
+        raise InputError(path, name, f"expected {want}, got {type(value).__name__}")
+    return value
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def check_box(box: Any, path: str | os.PathLike, where: str, image_size: tuple[int, int]) -> list[float]:
+    """A COCO ``[x, y, w, h]`` box with positive area that lies at least partly inside the image."""
+    if (
+        not isinstance(box, list)
+        or len(box) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    ):
+        raise InputError(path, where, f"expected [x, y, width, height] numbers, got {box!r}")
+    x, y, w, h = (float(v) for v in box)
+    if w <= 0 or h <= 0:
+        raise InputError(path, where, f"box {box} has zero area")
+    height, width = image_size
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise InputError(path, where, f"box {box} lies outside the {width}x{height} image")
+    return [x, y, w, h]

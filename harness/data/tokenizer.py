@@ -1,0 +1,59 @@
+"""The text tokenizer: a BERT WordPiece vocabulary trained offline on the benchmark's training text,
+or a local pretrained BERT directory. Nothing is fetched from a hub."""
+
+from __future__ import annotations
+
+import os
+import string
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from harness.errors import InputError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 4000) -> Path:
+    """Build a lower-casing BERT WordPiece vocabulary from ``texts`` and save it as ``vocab.txt``.
+
+    The vocabulary is whole words by frequency (ties alphabetical) plus every character alone and as a
+    ``##`` continuation, so any word still tokenizes. The ``tokenizers`` BPE-style trainer is not
+    used because it breaks ties between merges differently from run to run, and the benchmark must be
+    byte-identical for a seed. Text is split exactly as BERT's tokenizer splits it.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer = BertNormalizer(lowercase=True)
+    pre = BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w} | set(string.ascii_lowercase + string.digits + string.punctuation))
+    budget = max(0, vocab_size - len(SPECIAL_TOKENS) - 2 * len(chars))
+    common = sorted(words.items(), key=lambda wc: (-wc[1], wc[0]))[:budget]
+    vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    vocab += sorted(w for w, _ in common if len(w) > 1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return path
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A ``BertTokenizerFast`` from a local directory with a ``vocab.txt`` (ours, or a pretrained
+    BERT's, whose ``tokenizer_config.json`` is honoured) or from a ``vocab.txt`` file."""
+    from transformers import BertTokenizerFast
+
+    path = Path(path)
+    vocab = path / "vocab.txt" if path.is_dir() else path
+    if not vocab.is_file():
+        raise InputError(vocab, None, "tokenizer vocabulary not found (expected a vocab.txt)")
+    try:
+        if path.is_dir():
+            return BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        return BertTokenizerFast(vocab=str(vocab))
+    except (OSError, ValueError) as e:
+        raise InputError(path, None, f"cannot load the tokenizer: {e}") from None

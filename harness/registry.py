@@ -1,0 +1,11 @@
+"""copa-bench's mmengine registries: children of mmengine's, under one scope, so configs name our
+classes by type and the Runner finds them (``default_scope='copa_bench'``)."""
+
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+SCOPE = "copa_bench"
+
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["harness.data.datasets"])
+TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["harness.data.transforms"])
