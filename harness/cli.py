@@ -36,6 +36,20 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from harness.runner import build_config, train
+
+    cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
+                       seed=args.seed, resume=args.resume, max_iters=args.max_iters)
+    start = time.perf_counter()
+    summary = train(cfg)
+    print(f"{args.model} {args.task} ({args.scale}, seed {args.seed}) finished in {time.perf_counter() - start:.0f}s;"
+          f" checkpoints in {cfg.work_dir}")
+    for key, value in summary.items():
+        print(f"  {key:<16} {value:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -58,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--patch-size", type=int, default=8)
     check.add_argument("--min-overlap", type=float, default=0.1)
     check.set_defaults(func=_cmd_data_check)
+
+    train = sub.add_parser("train", help="train a model on a task with the mmengine Runner")
+    train.add_argument("--model", required=True, help="albef, copa, trips, evit, random, tome or vilt")
+    train.add_argument("--task", required=True, help="a task config under configs/tasks (e.g. pretrain)")
+    train.add_argument("--scale", default="tiny", help="tiny or base")
+    train.add_argument("--data", default=None, help="benchmark directory (default: data/tiny, generated if missing)")
+    train.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
+    train.add_argument("--max-iters", type=int, default=None, help="override the task's schedule length")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 

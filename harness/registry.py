@@ -2,6 +2,8 @@
 classes by type and the Runner finds them (``default_scope='copa_bench'``)."""
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -9,3 +11,5 @@ SCOPE = "copa_bench"
 
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["harness.data.datasets"])
 TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["harness.data.transforms"])
+FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope=SCOPE, locations=["harness.data.collate"])
+METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=["harness.metrics"])

@@ -1,0 +1,138 @@
+"""Named models over one skeleton: scales and methods as data, :func:`build_model` to combine them.
+
+``SCALES`` fixes the network sizes; ``METHODS`` says, per method, which reducer sits where and which
+losses are on. Every method is also registered in ``copa.registry.MODELS`` under its name, so an mmengine
+config can say ``model = dict(type='copa', scale='tiny')``.
+
+COPA's default TPD placement. Budget from the issue: at base scale, 224 px and 40 text tokens, COPA's
+multiply-adds per image-text pair (vision + text + fusion encoders) are at most ALBEF's / 1.88. Counts from
+``copa.macs.pair_macs`` (tested in tests/test_models.py):
+
+    albef, no reduction                          22.74 GMACs  (vision 17.56, text 1.71, fusion 3.46)
+    copa, TPDs before blocks 2, 5, 8, keep 0.5   11.08 GMACs  ->  albef / copa = 2.05
+    same points, keep 0.6                        12.66 GMACs  ->  1.80  (misses)
+    TPDs before blocks 3, 6, 9, keep 0.5         12.33 GMACs  ->  1.84  (misses)
+    one TPD before block 2 would need keep 0.3   11.59 GMACs  ->  1.96
+    TRIPS's schedule (blocks 5, 10, keep 0.7)    18.39 GMACs  ->  1.24
+
+The text encoder costs 1.71 G whatever the reducer, so the saving has to come from the ViT and, through
+fewer visual tokens, from the fusion encoder's cross-attention keys and values (1.4 G of ALBEF's 3.46 G).
+Three TPDs that each halve their input (197 -> 100 -> 52 -> 28 tokens) meet the budget with margin while
+the first one has two blocks of context; a single TPD would have to drop 70% of the patches at once on
+the strength of two blocks, which bets everything on one early decision. At 384 px the same defaults give
+25.87 vs 63.49 GMACs (2.45x).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mmengine.model import BaseModel
+
+from .patch_detector import TextAwarePatchDetector
+from .registry import MODELS
+from .vlp import VLPModel
+
+SCALES: dict[str, dict[str, Any]] = {
+    'tiny': dict(
+        vision=dict(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4, mlp_ratio=4.0),
+        text=dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512),
+        fusion_layers=2,
+        decoder_layers=2,
+        embed_dim=128,
+        vocab_size=2000,
+        max_text_len=64,
+    ),
+    'base': dict(
+        vision=dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
+        text=dict(hidden_size=768, num_layers=6, num_heads=12, intermediate_size=3072),
+        fusion_layers=6,
+        decoder_layers=6,
+        embed_dim=256,
+        vocab_size=30522,
+        max_text_len=512,
+    ),
+}
+
+DUAL_STREAM_LOSSES = ('itc', 'itm', 'mlm', 'lm')
+_REDUCED = {'tiny': (2, 3, 4), 'base': (2, 5, 8)}
+
+METHODS: dict[str, dict[str, Any]] = {
+    'albef': dict(reducer=None, losses=DUAL_STREAM_LOSSES),
+    'copa': dict(
+        reducer=dict(type='TextAwarePatchDetector'),
+        reduction_layers=_REDUCED,
+        keep_ratio=0.5,
+        losses=DUAL_STREAM_LOSSES + ('pta',),
+    ),
+    'trips': dict(reducer=dict(type='TextAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
+                  losses=DUAL_STREAM_LOSSES),
+    'evit': dict(reducer=dict(type='CLSAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
+                 losses=DUAL_STREAM_LOSSES),
+    'random': dict(reducer=dict(type='RandomReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
+                   losses=DUAL_STREAM_LOSSES),
+    'tome': dict(reducer=dict(type='ToMeReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
+                 losses=DUAL_STREAM_LOSSES),
+    'vilt': dict(type='SingleStreamVLP', losses=('itm', 'mlm')),
+}
+"""Reducer baselines share COPA's budget (same points, same keep ratio), so they differ from COPA only in
+how patches are scored and in PTA. TRIPS's published schedule is ``reduction_layers=(5, 10),
+keep_ratio=0.7`` at base scale (pass them as overrides)."""
+
+
+def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, Any]:
+    """The mmengine config dict of a named model at a scale.
+
+    ``overrides`` are top-level ``VLPModel`` arguments (``vocab_size``, ``losses``, ``pad_token_id`` ...) or
+    method knobs: ``reducer``, ``reduction_layers``, ``keep_ratio`` and ``image_size`` (ViT input size;
+    position embeddings follow). ``vision``/``text`` dicts are merged key by key.
+    """
+    if name not in METHODS:
+        raise KeyError(f'unknown model {name!r}; choose from {sorted(METHODS)}')
+    if scale not in SCALES:
+        raise KeyError(f'unknown scale {scale!r}; choose from {sorted(SCALES)}')
+    method = copy.deepcopy(METHODS[name])
+    cfg = copy.deepcopy(SCALES[scale])
+    overrides = dict(overrides)
+    vision = cfg.pop('vision') | overrides.pop('vision', {})
+    cfg['text'] = cfg['text'] | overrides.pop('text', {})
+    if 'image_size' in overrides:
+        vision['img_size'] = overrides.pop('image_size')
+
+    cfg['type'] = method.pop('type', 'VLPModel')
+    reducer = overrides.pop('reducer', method.pop('reducer', None))
+    layers = overrides.pop('reduction_layers', method.pop('reduction_layers', ()))
+    layers = layers[scale] if isinstance(layers, dict) else layers
+    keep_ratio = overrides.pop('keep_ratio', method.pop('keep_ratio', 1.0))
+    if reducer is not None:
+        vision['reducer'] = dict(reducer, keep_ratio=keep_ratio)
+        vision['reduction_layers'] = tuple(layers)
+    cfg['vision'] = vision
+    cfg.update(method)
+    if cfg['type'] == 'SingleStreamVLP':
+        for key in ('text', 'fusion_layers', 'decoder_layers', 'embed_dim'):
+            cfg.pop(key)
+    cfg.update(overrides)
+    return cfg
+
+
+def build_model(name: str, scale: str = 'tiny', **overrides: Any) -> BaseModel:
+    """Build a named model ('albef', 'copa', 'trips', 'evit', 'random', 'tome', 'vilt') at a scale."""
+    import baselines  # noqa: F401  (registers the baseline reducers and the single-stream model)
+
+    return MODELS.build(model_config(name, scale, **overrides))
+
+
+def _register(name: str) -> None:
+    def builder(scale: str = 'tiny', **overrides: Any) -> BaseModel:
+        return build_model(name, scale, **overrides)
+
+    builder.__name__ = builder.__qualname__ = f'build_{name}'
+    builder.__doc__ = f'Build the {name!r} model; see :func:`build_model`.'
+    MODELS.register_module(name=name, module=builder)
+
+
+for _name in METHODS:
+    _register(_name)
+
+__all__ = ['METHODS', 'SCALES', 'TextAwarePatchDetector', 'VLPModel', 'build_model', 'model_config']

@@ -1,0 +1,101 @@
+"""Pre-training objectives: ITC, ITM with in-batch hard negatives, MLM, PrefixLM and COPA's PTA.
+
+Every loss is a plain function of tensors, so the skeleton and the single-stream baseline share them.
+Randomness (masking, negative sampling) uses torch's global generator: the same seed gives the same losses.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+def positive_pairs(batch: int, image_ids: Tensor | None, device: torch.device) -> Tensor:
+    """``(B, B)`` bool: pairs that must not be contrasted or mined as negatives (same image id, or diagonal)."""
+    if image_ids is None:
+        return torch.eye(batch, dtype=torch.bool, device=device)
+    return image_ids[:, None] == image_ids[None, :]
+
+
+def itc_loss(image_feat: Tensor, text_feat: Tensor, temperature: Tensor, positives: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE over in-batch pairs (no momentum queue). Features are L2-normalised ``(B, E)``.
+
+    Targets spread uniformly over all positives of a row (ALBEF's ``sim_targets``). Returns the loss and
+    the image-to-text similarity logits ``(B, B)``, which ITM reuses to mine hard negatives.
+    """
+    sim_i2t = image_feat @ text_feat.t() / temperature
+    targets = positives.float() / positives.float().sum(dim=1, keepdim=True)
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_i2t.t(), dim=1) * targets.t()).sum(dim=1).mean()
+    return (loss_i2t + loss_t2i) / 2, sim_i2t
+
+
+@torch.no_grad()
+def sample_hard_negatives(sim: Tensor, positives: Tensor) -> Tensor:
+    """For each row, one column index drawn with probability ``softmax(sim row)`` over the non-positives.
+
+    A row with no non-positive column (batch of one image) gets a uniformly random column.
+    """
+    logits = sim.float().masked_fill(positives, float('-inf'))
+    empty = positives.all(dim=1)
+    logits[empty] = 0.0
+    return torch.multinomial(logits.softmax(dim=1), 1).squeeze(1)
+
+
+def itm_loss(logits: Tensor, num_positive: int) -> Tensor:
+    """Cross-entropy of ``(P + Q, 2)`` logits whose first ``num_positive`` rows are matched pairs."""
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    labels[:num_positive] = 1
+    return F.cross_entropy(logits, labels)
+
+
+def mask_tokens(
+    text_ids: Tensor,
+    text_mask: Tensor,
+    vocab_size: int,
+    mask_token_id: int,
+    special_ids: Iterable[int],
+    prob: float = 0.15,
+) -> tuple[Tensor, Tensor]:
+    """BERT masking: pick ``prob`` of the real (non-pad, non-special) tokens; of those 80% become [MASK],
+    10% a random token, 10% stay. Returns ``(input_ids, labels)`` with ``IGNORE_INDEX`` where not picked."""
+    candidates = text_mask.bool()
+    for special in special_ids:
+        candidates &= text_ids != special
+    picked = (torch.rand(text_ids.shape, device=text_ids.device) < prob) & candidates
+    labels = text_ids.masked_fill(~picked, IGNORE_INDEX)
+    draw = torch.rand(text_ids.shape, device=text_ids.device)
+    to_mask = picked & (draw < 0.8)
+    to_random = picked & (draw >= 0.8) & (draw < 0.9)
+    random_ids = torch.randint(vocab_size, text_ids.shape, device=text_ids.device)
+    inputs = text_ids.masked_fill(to_mask, mask_token_id)
+    inputs = torch.where(to_random, random_ids, inputs)
+    return inputs, labels
+
+
+def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean CE over labelled tokens; a zero that still carries gradient when no token is labelled."""
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def pta_loss(scores: Tensor, labels: Tensor, sample_mask: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
+    """Patch-Text Alignment: BCE-with-logits of per-patch scores ``(B, N)`` against 0/1 labels ``(B, N)``.
+
+    Only samples whose ``sample_mask`` is True count (COPA: the ~5% of images with boxes); ``valid`` ``(B, N)``
+    excludes tokens without a label (a fused token). The mean runs over counted entries; with none it is
+    a zero that still carries gradient, so the loss dict keeps its keys and DDP sees every parameter used.
+    """
+    weight = torch.ones_like(scores) if valid is None else valid.to(scores.dtype)
+    if sample_mask is not None:
+        weight = weight * sample_mask.to(scores.dtype)[:, None]
+    total = weight.sum()
+    if not bool(total > 0):
+        return scores.sum() * 0.0
+    bce = F.binary_cross_entropy_with_logits(scores, labels.to(scores.dtype), reduction='none')
+    return (bce * weight).sum() / total

@@ -1,0 +1,231 @@
+"""ViT image encoder with patch-reduction points, built from timm's ``PatchEmbed`` and ``Block``.
+
+Parameter names follow timm's ``VisionTransformer`` (``patch_embed``, ``cls_token``, ``pos_embed``,
+``blocks.N``, ``norm``), so a timm checkpoint loads directly (:func:`load_timm_checkpoint`).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models import named_apply
+from timm.models.vision_transformer import Block, init_weights_vit_timm
+from torch import Tensor
+
+from .reducers import PatchReducer, num_kept
+from .registry import MODELS
+
+
+@dataclass
+class VisionOutput:
+    """Output of the vision encoder.
+
+    tokens: ``(B, T, D)`` final-normed tokens, [CLS] first.
+    kept: per reduction point that ran, ``(B, K_i)`` indices into the ``N_i`` non-[CLS] tokens entering it.
+    kept_patch_ids: per point, ``(B, K_i)`` index of each kept token on the original patch grid
+        (``-1`` for a previous fused token that was kept).
+    scores: per point, ``(B, N_i)`` score logits; ``scores[0]`` is on the original patch grid whenever the
+        first reduction point sits before any other reduction.
+    scored_patch_ids: per point, ``(B, N_i)`` original-grid index of each scored token (``-1``: fused token).
+    token_counts: per point, the sequence length (with [CLS]) leaving it.
+    """
+
+    tokens: Tensor
+    kept: list[Tensor] = field(default_factory=list)
+    kept_patch_ids: list[Tensor] = field(default_factory=list)
+    scores: list[Tensor] = field(default_factory=list)
+    scored_patch_ids: list[Tensor] = field(default_factory=list)
+    token_counts: list[int] = field(default_factory=list)
+
+
+def token_schedule(num_patches: int, depth: int, reduction_layers: Sequence[int], keep_ratio: float) -> list[int]:
+    """Sequence length (with [CLS]) entering each of the ``depth`` blocks; static by construction."""
+    lengths, n_tokens = [], num_patches + 1
+    for i in range(depth):
+        if i in reduction_layers:
+            keep = num_kept(n_tokens - 1, keep_ratio)
+            n_tokens = n_tokens if keep >= n_tokens - 1 else keep + 2
+        lengths.append(n_tokens)
+    return lengths
+
+
+_layer_norm = partial(nn.LayerNorm, eps=1e-6)
+
+
+def _build_reducer(cfg: dict | nn.Module, dim: int) -> PatchReducer:
+    if isinstance(cfg, nn.Module):
+        return cfg
+    cfg = dict(cfg)
+    cls = MODELS.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
+    if cls is None:
+        raise KeyError(f"unknown reducer type {cfg['type']!r}")
+    if 'dim' in inspect.signature(cls).parameters:
+        cfg.setdefault('dim', dim)
+    return MODELS.build(cfg)
+
+
+@MODELS.register_module()
+class VisionTransformer(nn.Module):
+    """ViT whose token sequence can be reduced before chosen blocks.
+
+    Args:
+        img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate:
+            as in timm's ``VisionTransformer``.
+        reduction_layers: block indices ``i`` (``1 <= i < depth``) whose *input* is reduced, i.e. the
+            reducer runs after ``i`` blocks. TRIPS's "layers 5 and 10" are ``(5, 10)``.
+        reducer: config (or module) of the reducer; one instance per reduction point, each with the
+            same config. ``None`` means no reduction (ALBEF).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        reduction_layers: Sequence[int] = (),
+        reducer: dict | None = None,
+    ) -> None:
+        super().__init__()
+        reduction_layers = tuple(sorted(reduction_layers)) if reducer is not None else ()
+        if any(not 1 <= i < depth for i in reduction_layers):
+            raise ValueError(f'reduction_layers must lie in [1, {depth}), got {reduction_layers}')
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.reduction_layers = reduction_layers
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=_layer_norm)
+            for i in range(depth)
+        )
+        self.norm = _layer_norm(embed_dim)
+        self.reducers = nn.ModuleDict({str(i): _build_reducer(reducer, embed_dim) for i in reduction_layers})
+        self.init_weights()
+
+    @property
+    def text_aware(self) -> bool:
+        return any(r.text_aware for r in self.reducers.values())
+
+    @property
+    def keep_ratio(self) -> float:
+        return next(iter(self.reducers.values())).keep_ratio if self.reducers else 1.0
+
+    @property
+    def shared_depth(self) -> int:
+        """Blocks that see the same tokens with or without text: the text-free and text-aware paths share them."""
+        return self.reduction_layers[0] if self.text_aware else 0
+
+    def init_weights(self) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        named_apply(init_weights_vit_timm, self)
+
+    def token_schedule(self) -> list[int]:
+        return token_schedule(self.num_patches, self.depth, self.reduction_layers, self.keep_ratio)
+
+    def embed(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+    def forward_prefix(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Run the ``shared_depth`` text-independent blocks; returns tokens and, if the next reducer needs
+        it, the captured ``qkv`` of the last block run."""
+        x, qkv = self.embed(images), None
+        for i in range(self.shared_depth):
+            x, qkv = self._run_block(i, x, text_free=False)
+        return x, qkv
+
+    def forward_suffix(self, tokens: Tensor, text: Tensor | None = None, qkv: Tensor | None = None) -> VisionOutput:
+        """Continue from :meth:`forward_prefix`. ``text`` ``(B, D)``: the text context, or ``None`` for the
+        text-free path, on which text-aware reducers are skipped (no reduction)."""
+        out = VisionOutput(tokens)
+        x = tokens
+        patch_ids = torch.arange(x.shape[1] - 1, device=x.device).expand(x.shape[0], -1)
+        for i in range(self.shared_depth, self.depth):
+            reducer = self._active_reducer(i, text is None)
+            if reducer is not None:
+                red = reducer(x, text=text, qkv=qkv, block=self.blocks[i - 1])
+                scored_ids = patch_ids
+                x = red.tokens
+                kept_ids = patch_ids.gather(1, red.kept)
+                patch_ids = kept_ids
+                if x.shape[1] - 1 > kept_ids.shape[1]:
+                    patch_ids = torch.cat([kept_ids, kept_ids.new_full((x.shape[0], 1), -1)], dim=1)
+                out.kept.append(red.kept)
+                out.kept_patch_ids.append(kept_ids)
+                out.scores.append(red.scores)
+                out.scored_patch_ids.append(scored_ids)
+                out.token_counts.append(x.shape[1])
+            x, qkv = self._run_block(i, x, text_free=text is None)
+        out.tokens = self.norm(x)
+        return out
+
+    def forward(self, images: Tensor, text: Tensor | None = None) -> VisionOutput:
+        tokens, qkv = self.forward_prefix(images)
+        return self.forward_suffix(tokens, text, qkv)
+
+    def _active_reducer(self, index: int, text_free: bool) -> PatchReducer | None:
+        reducer = self.reducers[str(index)] if str(index) in self.reducers else None
+        if reducer is None or (text_free and reducer.text_aware):
+            return None
+        return reducer
+
+    def _run_block(self, index: int, x: Tensor, text_free: bool) -> tuple[Tensor, Tensor | None]:
+        block = self.blocks[index]
+        nxt = self._active_reducer(index + 1, text_free)
+        if nxt is None or not nxt.needs_qkv:
+            return block(x), None
+        captured: list[Tensor] = []
+        handle = block.attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            x = block(x)
+        finally:
+            handle.remove()
+        return x, captured[0]
+
+
+def load_timm_checkpoint(encoder: VisionTransformer, path: str | Path) -> list[str]:
+    """Load a timm ``VisionTransformer`` state dict (``.pth``/``.bin``/``.safetensors``) into ``encoder``.
+
+    The classifier (``head.*``, ``fc_norm.*``) is dropped; ``pos_embed`` is resampled (bicubic, timm's
+    routine) when the checkpoint's grid differs. Returns the encoder keys left at their initial values
+    (the reducers'); any other mismatch is an error.
+    """
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    state = {k: v for k, v in state.items() if not k.startswith(('head.', 'fc_norm.', 'head_drop.'))}
+    pos = state.get('pos_embed')
+    if pos is not None and pos.shape != encoder.pos_embed.shape:
+        grid = encoder.patch_embed.grid_size
+        old = int(math.sqrt(pos.shape[1] - 1))
+        state['pos_embed'] = resample_abs_pos_embed(pos, list(grid), [old, old], num_prefix_tokens=1)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith('reducers.')]
+    if missing or unexpected:
+        raise KeyError(f'checkpoint mismatch: missing {missing}, unexpected {unexpected}')
+    return [k for k in encoder.state_dict() if k.startswith('reducers.')]

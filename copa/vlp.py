@@ -1,0 +1,382 @@
+"""The shared VLP model skeleton: ViT (with patch-reduction points) + BERT text encoder + fusion encoder
++ PrefixLM decoder, with ITC / ITM / MLM / PrefixLM / PTA heads.
+
+COPA and the dual-stream baselines are this one class with a different ``vision.reducer`` and ``losses``
+(see ``copa.build``). Which image tokens feed which objective:
+
+* ITC and PrefixLM use the *text-free* path: text-aware reducers are skipped, so the image embedding does
+  not depend on the caption (retrieval shortlists with it; captioning has no text). Reducers that ignore
+  text (EViT, random, ToMe) still reduce there, and then the two paths are one pass.
+* ITM, MLM and PTA use the *text-aware* path, conditioned on the text [CLS] of the unmasked caption
+  (MLM reuses those tokens: the masked words can influence only which patches are kept).
+* The blocks before the first text-aware reduction point are shared by both paths and by the ITM
+  negatives, whose text-aware continuation is recomputed with the negative's text.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.model.weight_init import initialize
+from torch import Tensor
+
+from .objectives import (
+    itc_loss,
+    itm_loss,
+    mask_tokens,
+    positive_pairs,
+    pta_loss,
+    sample_hard_negatives,
+    token_cross_entropy,
+)
+from .registry import MODELS
+from .text import (
+    FusionEncoder,
+    MLMHead,
+    PrefixLMDecoder,
+    bert_config,
+    bert_init,
+    build_text_encoder,
+    derived_config,
+)
+from .vision import VisionOutput, VisionTransformer, load_timm_checkpoint
+
+LOSSES = ('itc', 'itm', 'mlm', 'lm', 'pta')
+
+
+@MODELS.register_module()
+class VLPModel(BaseModel):
+    """Dual-stream VLP model with a pluggable patch reducer.
+
+    Args:
+        vision: keyword arguments of :class:`~copa.vision.VisionTransformer` (incl. ``reducer`` and
+            ``reduction_layers``).
+        text: keyword arguments of :func:`~copa.text.bert_config` for the text encoder (``hidden_size``,
+            ``num_layers``, ``num_heads``, ``intermediate_size``); vocabulary and pad id come from below.
+        fusion_layers, decoder_layers: depths of the fusion encoder and of the PrefixLM decoder (same widths
+            as the text encoder).
+        embed_dim: ITC embedding size.
+        vocab_size, pad_token_id, cls_token_id, sep_token_id, mask_token_id: the tokenizer's vocabulary.
+        losses: enabled objectives, a subset of ``('itc', 'itm', 'mlm', 'lm', 'pta')``.
+        loss_weights: per-objective weights (default 1).
+        mlm_prob: fraction of tokens masked for MLM.
+        temperature: initial ITC temperature (learnable, clamped to [0.001, 0.5] as in ALBEF).
+        vision_pretrained: timm checkpoint file for the vision encoder.
+        text_pretrained: local Hugging Face BERT directory for the text encoder (its config wins over
+            ``text`` and ``vocab_size``).
+    """
+
+    def __init__(
+        self,
+        vision: dict,
+        text: dict,
+        fusion_layers: int = 6,
+        decoder_layers: int = 6,
+        embed_dim: int = 256,
+        vocab_size: int = 30522,
+        pad_token_id: int = 0,
+        cls_token_id: int = 101,
+        sep_token_id: int = 102,
+        mask_token_id: int = 103,
+        max_text_len: int = 512,
+        losses: Sequence[str] = ('itc', 'itm', 'mlm', 'lm'),
+        loss_weights: dict | None = None,
+        mlm_prob: float = 0.15,
+        temperature: float = 0.07,
+        dropout: float = 0.1,
+        vision_pretrained: str | None = None,
+        text_pretrained: str | None = None,
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        unknown = set(losses) - set(LOSSES)
+        if unknown:
+            raise ValueError(f'unknown losses {sorted(unknown)}; choose from {LOSSES}')
+        self.losses = tuple(losses)
+        self.loss_weights = {name: 1.0 for name in LOSSES} | dict(loss_weights or {})
+        self.mlm_prob = mlm_prob
+
+        self.vision = VisionTransformer(**vision)
+        if vision_pretrained is not None:
+            load_timm_checkpoint(self.vision, vision_pretrained)
+        if text_pretrained is not None:
+            self.text_encoder = build_text_encoder(pretrained=text_pretrained)
+        else:
+            cfg = bert_config(
+                vocab_size=vocab_size,
+                pad_token_id=pad_token_id,
+                max_position_embeddings=max_text_len,
+                dropout=dropout,
+                **text,
+            )
+            self.text_encoder = build_text_encoder(cfg)
+        self.text_config = self.text_encoder.config
+        self.vocab_size = self.text_config.vocab_size
+        self.token_ids = dict(pad=pad_token_id, cls=cls_token_id, sep=sep_token_id, mask=mask_token_id)
+        if 'pta' in self.losses and not self.vision.text_aware:
+            raise ValueError('PTA needs a text-aware reducer (TextAwarePatchDetector)')
+
+        v_dim, t_dim = self.vision.embed_dim, self.text_config.hidden_size
+        self.text_to_vision = nn.Linear(t_dim, v_dim) if self.vision.text_aware else None
+        self.vision_to_text = nn.Linear(v_dim, t_dim) if v_dim != t_dim else nn.Identity()
+        self.fusion = FusionEncoder(derived_config(self.text_config, fusion_layers), fusion_layers)
+        self.itm_head = nn.Linear(t_dim, 2)
+        self.vision_proj = nn.Linear(v_dim, embed_dim)
+        self.text_proj = nn.Linear(t_dim, embed_dim)
+        self.temp = nn.Parameter(torch.tensor(float(temperature)))
+        init = bert_init(self.text_config.initializer_range)
+        for module in (self.text_to_vision, self.vision_to_text, self.itm_head, self.vision_proj, self.text_proj):
+            if module is not None:
+                module.apply(init)
+        word_embeddings = self.text_encoder.embeddings.word_embeddings
+        self.mlm_head = MLMHead(self.text_config, word_embeddings) if 'mlm' in self.losses else None
+        self.decoder = None
+        if 'lm' in self.losses and decoder_layers > 0:
+            self.decoder = PrefixLMDecoder(derived_config(self.text_config, decoder_layers))
+
+    def init_weights(self) -> None:
+        """Parameters are initialised when built (timm's ViT init, BERT's init) and pretrained files are
+        loaded there. mmengine's default would call every child's own ``init_weights`` again (timm's and
+        transformers' included) and overwrite loaded weights, so only an explicit ``init_cfg`` is applied."""
+        if self.init_cfg:
+            initialize(self, self.init_cfg)
+        self._is_init = True
+
+    # ----------------------------------------------------------------------------------- encoders
+    def encode_text(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """Text encoder hidden states ``(B, L, D_text)``."""
+        return self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
+
+    def text_context(self, text_hidden: Tensor) -> Tensor | None:
+        """What text-aware reducers see: the text [CLS] projected to vision width (``None`` if unused)."""
+        return None if self.text_to_vision is None else self.text_to_vision(text_hidden[:, 0])
+
+    def encode_image(self, images: Tensor, text_hidden: Tensor | None = None) -> VisionOutput:
+        """Vision encoder output; text-aware when ``text_hidden`` is given, text-free otherwise."""
+        ctx = None if text_hidden is None else self.text_context(text_hidden)
+        return self.vision(images, ctx)
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """L2-normalised, text-independent ITC image embeddings ``(B, E)`` (retrieval shortlist)."""
+        return self._image_feat(self.vision(images, None).tokens)
+
+    def text_features(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """L2-normalised ITC text embeddings ``(B, E)``."""
+        return self._text_feat(self.encode_text(text_ids, text_mask))
+
+    def fuse(self, text_hidden: Tensor, text_mask: Tensor, image_tokens: Tensor) -> Tensor:
+        """Fusion encoder output ``(B, L, D_text)``; position 0 is the fused [CLS]."""
+        return self.fusion(text_hidden, text_mask, self.vision_to_text(image_tokens))
+
+    def encode_pair(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """Fused [CLS] ``(B, D_text)`` of the pairs (images[i], text[i]) along the text-aware path: the
+        efficiency unit (vision + text + fusion encoders) that FLOP and speed tables measure."""
+        text_hidden = self.encode_text(text_ids, text_mask)
+        tokens = self.encode_image(images, text_hidden).tokens
+        return self.fuse(text_hidden, text_mask, tokens)[:, 0]
+
+    def itm_logits(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """ITM logits ``(B, 2)`` of the pairs (images[i], text[i]) (retrieval re-ranking)."""
+        return self.itm_head(self.encode_pair(images, text_ids, text_mask))
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, max_length: int = 30) -> Tensor:
+        """Greedy captions ``(B, <= max_length)`` from the text-free visual tokens, starting with [CLS]."""
+        if self.decoder is None:
+            raise RuntimeError("this model has no PrefixLM decoder ('lm' not in losses)")
+        visual = self.vision_to_text(self.vision(images, None).tokens)
+        return self.decoder.generate(visual, self.token_ids['cls'], self.token_ids['sep'], max_length)
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        images: Tensor,
+        text_ids: Tensor,
+        text_mask: Tensor,
+        patch_labels: Tensor | None = None,
+        pta_mask: Tensor | None = None,
+        image_ids: Tensor | None = None,
+        data_samples=None,
+        mode: str = 'tensor',
+        **unused,
+    ):
+        """mmengine entry point. ``mode='loss'``: dict of weighted losses ``loss_<name>`` for the enabled
+        objectives; ``'tensor'``: dict of embeddings, fused [CLS], kept indices and scores;
+        ``'predict'``: one dict per pair with ``itm_score`` (P(match)) and ``itc_score`` (cosine).
+
+        Batch: ``images`` (B,3,H,W) float; ``text_ids``/``text_mask`` (B,L) long; optional ``patch_labels``
+        (B, N_patches) 0/1; ``pta_mask`` (B,) bool; ``image_ids`` (B,) long marks captions of the same image
+        as positives of each other. Other batch keys are ignored.
+        """
+        if mode == 'loss':
+            return self.loss(images, text_ids, text_mask, patch_labels, pta_mask, image_ids)
+        if mode == 'tensor':
+            return self.extract(images, text_ids, text_mask)
+        if mode == 'predict':
+            return self.predict(images, text_ids, text_mask, patch_labels, image_ids)
+        raise ValueError(f'unknown mode {mode!r}')
+
+    def extract(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> dict:
+        text_hidden = self.encode_text(text_ids, text_mask)
+        prefix, qkv = self.vision.forward_prefix(images)
+        free, aware = self._both_paths(prefix, qkv, text_hidden)
+        fused = self.fuse(text_hidden, text_mask, aware.tokens)
+        return dict(
+            image_embed=self._image_feat(free.tokens),
+            text_embed=self._text_feat(text_hidden),
+            image_tokens=aware.tokens,
+            text_hidden=text_hidden,
+            fused_cls=fused[:, 0],
+            itm_logits=self.itm_head(fused[:, 0]),
+            kept=aware.kept,
+            kept_patch_ids=aware.kept_patch_ids,
+            scores=aware.scores,
+            patch_scores=aware.scores[0] if aware.scores else None,
+            token_counts=aware.token_counts,
+        )
+
+    def predict(
+        self,
+        images: Tensor,
+        text_ids: Tensor,
+        text_mask: Tensor,
+        patch_labels: Tensor | None = None,
+        image_ids: Tensor | None = None,
+    ) -> list[dict]:
+        out = self.extract(images, text_ids, text_mask)
+        itm = out['itm_logits'].softmax(dim=-1)[:, 1]
+        itc = (out['image_embed'] * out['text_embed']).sum(dim=-1)
+        results = [
+            dict(itm_score=m, itc_score=c, image_embed=i, text_embed=t)
+            for m, c, i, t in zip(itm, itc, out['image_embed'], out['text_embed'], strict=True)
+        ]
+        return self._validation_extras(results, images, text_ids, text_mask, out['patch_scores'], patch_labels,
+                                       image_ids)
+
+    def _validation_extras(
+        self,
+        results: list[dict],
+        images: Tensor,
+        text_ids: Tensor,
+        text_mask: Tensor,
+        patch_scores: Tensor | None,
+        patch_labels: Tensor | None,
+        image_ids: Tensor | None,
+    ) -> list[dict]:
+        """What validation reads besides the pair scores: with ``image_ids``, the ITM score of each image
+        with a caption of another image of the batch (``itm_neg_score``; captions are paired half a batch
+        apart, and pairs that still share an image are left out); with ``patch_labels``, the first
+        reduction point's patch scores beside the labels."""
+        if image_ids is not None and len(results) > 1:
+            perm = torch.roll(torch.arange(len(results), device=images.device), len(results) // 2)
+            neg = self.itm_logits(images, text_ids[perm], text_mask[perm]).softmax(dim=-1)[:, 1]
+            for r, score, valid in zip(results, neg, image_ids[perm] != image_ids, strict=True):
+                if valid:
+                    r['itm_neg_score'] = score
+        if patch_labels is not None and patch_scores is not None:
+            for r, scores, labels in zip(results, patch_scores, patch_labels, strict=True):
+                r['patch_scores'], r['patch_labels'] = scores, labels
+        return results
+
+    def loss(
+        self,
+        images: Tensor,
+        text_ids: Tensor,
+        text_mask: Tensor,
+        patch_labels: Tensor | None = None,
+        pta_mask: Tensor | None = None,
+        image_ids: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        text_hidden = self.encode_text(text_ids, text_mask)
+        prefix, qkv = self.vision.forward_prefix(images)
+        need_free = bool({'itc', 'itm', 'lm'} & set(self.losses))
+        free, aware = self._both_paths(prefix, qkv, text_hidden, need_free)
+        positives = positive_pairs(images.shape[0], image_ids, images.device)
+        losses: dict[str, Tensor] = {}
+
+        sim = None
+        if 'itc' in self.losses or 'itm' in self.losses:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and 'itc' in self.losses):
+                temp = self.temp.clamp(0.001, 0.5)
+                loss, sim = itc_loss(self._image_feat(free.tokens), self._text_feat(text_hidden), temp, positives)
+            if 'itc' in self.losses:
+                losses['loss_itc'] = loss
+        if 'itm' in self.losses:
+            losses['loss_itm'] = self._itm(prefix, qkv, aware.tokens, text_hidden, text_mask, sim, positives)
+        if 'mlm' in self.losses:
+            losses['loss_mlm'] = self._mlm(text_ids, text_mask, aware.tokens)
+        if 'lm' in self.losses and self.decoder is not None:
+            losses['loss_lm'] = self.decoder.loss(text_ids, text_mask, self.vision_to_text(free.tokens))
+        if 'pta' in self.losses:
+            losses['loss_pta'] = self._pta(aware, patch_labels, pta_mask)
+        return {name: self.loss_weights[name[5:]] * value for name, value in losses.items()}
+
+    # ----------------------------------------------------------------------------------- pieces
+    def _image_feat(self, image_tokens: Tensor) -> Tensor:
+        return F.normalize(self.vision_proj(image_tokens[:, 0]), dim=-1)
+
+    def _text_feat(self, text_hidden: Tensor) -> Tensor:
+        return F.normalize(self.text_proj(text_hidden[:, 0]), dim=-1)
+
+    def _both_paths(
+        self, prefix: Tensor, qkv: Tensor | None, text_hidden: Tensor, need_free: bool = True
+    ) -> tuple[VisionOutput | None, VisionOutput]:
+        """(text-free, text-aware) vision outputs; one pass when no reducer reads the text."""
+        if not self.vision.text_aware:
+            free = self.vision.forward_suffix(prefix, None, qkv)
+            return free, free
+        free = self.vision.forward_suffix(prefix, None, qkv) if need_free else None
+        return free, self.vision.forward_suffix(prefix, self.text_context(text_hidden), qkv)
+
+    def _itm(
+        self,
+        prefix: Tensor,
+        qkv: Tensor | None,
+        image_tokens: Tensor,
+        text_hidden: Tensor,
+        text_mask: Tensor,
+        sim: Tensor,
+        positives: Tensor,
+    ) -> Tensor:
+        """ITM on B matched pairs and 2B hard negatives mined from ITC similarity (ALBEF)."""
+        batch = text_hidden.shape[0]
+        neg_text = sample_hard_negatives(sim, positives)
+        neg_image = sample_hard_negatives(sim.t(), positives.t())
+        image_idx = torch.cat([torch.arange(batch, device=sim.device), neg_image])
+        text_idx = torch.cat([neg_text, torch.arange(batch, device=sim.device)])
+        neg_hidden, neg_mask = text_hidden[text_idx], text_mask[text_idx]
+        if self.vision.text_aware:
+            neg_qkv = None if qkv is None else qkv[image_idx]
+            neg_tokens = self.vision.forward_suffix(prefix[image_idx], self.text_context(neg_hidden), neg_qkv).tokens
+        else:
+            neg_tokens = image_tokens[image_idx]
+        pos_cls = self.fuse(text_hidden, text_mask, image_tokens)[:, 0]
+        neg_cls = self.fuse(neg_hidden, neg_mask, neg_tokens)[:, 0]
+        return itm_loss(self.itm_head(torch.cat([pos_cls, neg_cls])), batch)
+
+    def _mlm(self, text_ids: Tensor, text_mask: Tensor, image_tokens: Tensor) -> Tensor:
+        ids = self.token_ids
+        inputs, labels = mask_tokens(
+            text_ids, text_mask, self.vocab_size, ids['mask'], (ids['pad'], ids['cls'], ids['sep']), self.mlm_prob
+        )
+        fused = self.fuse(self.encode_text(inputs, text_mask), text_mask, image_tokens)
+        return token_cross_entropy(self.mlm_head(fused), labels)
+
+    def _pta(self, aware: VisionOutput, patch_labels: Tensor | None, pta_mask: Tensor | None) -> Tensor:
+        """PTA at every reduction point: each scored token takes the label of its original patch; a fused
+        token (id -1) has none. Zero (with gradient) when the batch has no labelled sample."""
+        if patch_labels is None:
+            return sum(s.sum() * 0.0 for s in aware.scores)
+        if patch_labels.shape[1] != self.vision.num_patches:
+            raise ValueError(
+                f'patch_labels has {patch_labels.shape[1]} patches, the model grid {self.vision.num_patches}'
+            )
+        terms = []
+        for scores, ids in zip(aware.scores, aware.scored_patch_ids, strict=True):
+            labels = patch_labels.gather(1, ids.clamp_min(0))
+            terms.append(pta_loss(scores, labels, pta_mask, valid=ids >= 0))
+        return torch.stack(terms).mean()

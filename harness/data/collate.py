@@ -1,0 +1,36 @@
+"""Batching for the dataloaders: stack images, tokenize and pad text, carry patch labels and the PTA mask.
+
+The result's keys are the model's ``forward`` arguments, so mmengine's ``BaseModel.train_step`` can call
+``model(**batch, mode=...)`` directly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+from harness.data.tokenizer import load_tokenizer
+from harness.registry import FUNCTIONS
+
+
+@functools.lru_cache(maxsize=8)
+def cached_tokenizer(path: str):
+    return load_tokenizer(path)
+
+
+@FUNCTIONS.register_module()
+def vlp_collate(samples: Sequence[dict], tokenizer: str, max_length: int = 40) -> dict:
+    """Samples from the caption datasets → ``images``, ``text_ids``, ``text_mask``, ``image_ids`` (captions
+    of one image are positives of each other) and, where the samples carry them, ``patch_labels`` with
+    ``pta_mask`` (True only for images exposing boxes: PTA's loss sees no other labels)."""
+    tok = cached_tokenizer(str(tokenizer))
+    enc = tok([s["text"] for s in samples], padding="longest", truncation=True, max_length=max_length,
+              return_tensors="pt")
+    batch = {"images": torch.stack([s["img"] for s in samples]), "text_ids": enc["input_ids"],
+             "text_mask": enc["attention_mask"], "image_ids": torch.tensor([s["image_id"] for s in samples])}
+    if all("patch_labels" in s for s in samples):
+        batch["patch_labels"] = torch.stack([s["patch_labels"] for s in samples])
+        batch["pta_mask"] = torch.tensor([bool(s.get("pta", False)) for s in samples])
+    return batch
