@@ -50,6 +50,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from harness.profiling.cli import run_profile
+
+    return run_profile(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -83,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
     train.add_argument("--max-iters", type=int, default=None, help="override the task's schedule length")
     train.set_defaults(func=_cmd_train)
+
+    profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
+    profile.add_argument("--models", default="albef,copa,trips,evit,random,tome,vilt")
+    profile.add_argument("--scale", default="base", help="tiny or base")
+    profile.add_argument("--image-size", type=_int_list, default=None, help="e.g. 224,384 (default: the scale's)")
+    profile.add_argument("--batch", type=int, default=4, help="batch for pairs/s (latency is at batch 1)")
+    profile.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round")
+    profile.add_argument("--threads", type=int, default=None, help="torch threads (default: all available)")
+    profile.add_argument("--reference", default="albef", help="model the speedups are relative to")
+    profile.add_argument("--retrieval-k", type=int, default=16, help="ITM re-rankings per retrieval query")
+    profile.add_argument("--json", default=None, help="write the rows as JSON")
+    profile.add_argument("--csv", default=None, help="write the rows as CSV")
+    profile.set_defaults(func=_cmd_profile)
     return parser
 
 

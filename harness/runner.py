@@ -122,6 +122,7 @@ def _register_everything() -> None:
     import copa.build  # noqa: F401
     import harness.data.collate  # noqa: F401
     import harness.data.datasets  # noqa: F401
+    import harness.hooks  # noqa: F401
     import harness.metrics  # noqa: F401
 
 

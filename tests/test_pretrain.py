@@ -71,3 +71,25 @@ def test_same_seed_same_losses(tiny_benchmark, tmp_path):
         runner.train()
         runs.append(_loss_history(runner))
     torch.testing.assert_close(torch.as_tensor(runs[0]), torch.as_tensor(runs[1]), rtol=0, atol=0)
+
+
+def test_efficiency_hook_records_flops_and_speed_after_testing(tiny_benchmark, tmp_path):
+    import json
+
+    from copa.build import build_model
+    from harness.profiling.efficiency import pair_macs
+
+    cfg = _config(tiny_benchmark, tmp_path, model="copa", max_iters=1)
+    cfg.test_dataloader.dataset.indices = 16
+    cfg.test_dataloader.batch_size = 8
+    runner = make_runner(cfg)
+    metrics = runner.test()
+    assert {"itm_acc", "itc_r1", "patch_auc"} <= set(metrics)
+    record = json.loads((tmp_path / "copa" / runner.timestamp / "efficiency.json").read_text())
+    batch = next(iter(runner.test_dataloader))
+    expected, _ = pair_macs(build_model("copa", scale="tiny", **{k: cfg.model[k] for k in (
+        "vocab_size", "pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id")}).eval(),
+        text_len=batch["text_ids"].shape[1])
+    assert record["gmacs"] == pytest.approx(expected["total"] / 1e9)
+    assert record["batch"] == 8 and record["image_size"] == 64 and record["pairs_per_s"] > 0
+    assert runner.message_hub.get_info("efficiency/gmacs") == pytest.approx(record["gmacs"])

@@ -67,3 +67,13 @@ default_hooks = dict(
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
 log_processor = dict(by_epoch=False, window_size=50)
+
+# Testing a pre-trained model is its validation on the test split, with its efficiency recorded beside it.
+test_dataloader = dict(
+    val_dataloader,
+    dataset=dict(val_dataloader["dataset"], ann_file="annotations/captions_test.json",
+                 instances_file="annotations/instances_test.json"),
+)
+test_evaluator = val_evaluator
+test_cfg = dict()
+custom_hooks = [dict(type="EfficiencyHook", repeats=5)]

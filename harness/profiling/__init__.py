@@ -1,0 +1,1 @@
+"""Efficiency measurement: multiply-add counts (fvcore, attention included) and wall-clock speed."""
