@@ -49,17 +49,15 @@ def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     return DEFAULT_DATA
 
 
-def _set_everywhere(node: Any, key: str, value: Any) -> None:
-    """Set ``key`` to ``value`` in every mapping of a nested config where it is present."""
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            if k == key:
-                node[k] = value
-            else:
-                _set_everywhere(v, key, value)
-    elif isinstance(node, list | tuple):
-        for item in node:
-            _set_everywhere(item, key, value)
+def _fill_loader(loader: dict, data_root: str, tokenizer: str, image_size: int, patch_size: int) -> None:
+    """Point a dataloader config at the data and the tokenizer, and size its pipeline for the model."""
+    loader["dataset"]["data_root"] = data_root
+    loader["collate_fn"]["tokenizer"] = tokenizer
+    for step in loader["dataset"].get("pipeline", []):
+        if step["type"] == "Resize":
+            step["size"] = image_size
+        elif step["type"] == "PatchLabels":
+            step["patch_size"] = patch_size
 
 
 def build_config(
@@ -92,11 +90,9 @@ def build_config(
     model_cfg = model_config(model, scale, **{**token_ids, **dict(model_overrides or {})})
     vision = model_cfg["vision"]
     cfg.model = model_cfg
-    for key, value in (("data_root", str(root)), ("tokenizer", str(tokenizer_dir)), ("size", vision["img_size"]),
-                       ("patch_size", vision["patch_size"])):
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if loader in cfg:
-                _set_everywhere(cfg[loader], key, value)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if loader in cfg:
+            _fill_loader(cfg[loader], str(root), str(tokenizer_dir), vision["img_size"], vision["patch_size"])
     if max_iters is not None:
         if max_iters < 1:
             raise InputError(None, "--max-iters", f"must be at least 1, got {max_iters}")

@@ -82,7 +82,9 @@ def decoder_macs(model: nn.Module, text_len: int = TEXT_LEN) -> int | None:
 
 def image_index_macs(model: nn.Module) -> int | None:
     """Text-free image embedding for the retrieval gallery (dual-stream models only)."""
-    if not hasattr(model, "text_to_vision"):
+    from baselines.vilt import SingleStreamVLP
+
+    if isinstance(model, SingleStreamVLP):
         return None
     images, _, _ = pair_inputs(model, 1)
     return count_macs(_Call(model, "image_features").eval(), (images,)).total
@@ -108,6 +110,7 @@ class ProfileRow:
     latency_ms: float
     latency_ms_iqr: float
     peak_mem_mb: float
+    reference: str
     speedup_flops: float
     speedup_time: float
     speedup_time_iqr: float
@@ -173,7 +176,7 @@ def profile_models(
             unsupported_ops=extra[name]["unsupported"],
             pairs_per_s=throughput.median, pairs_per_s_iqr=throughput.iqr,
             latency_ms=latency.median, latency_ms_iqr=latency.iqr, peak_mem_mb=memory[name],
-            speedup_flops=macs[reference]["total"] / m["total"], speedup_time=ratio.median,
+            reference=reference, speedup_flops=macs[reference]["total"] / m["total"], speedup_time=ratio.median,
             speedup_time_iqr=ratio.iqr, batch=batch, text_len=text_len, repeats=repeats, machine=info,
         ))
     return rows
@@ -198,15 +201,10 @@ def format_table(rows: Sequence[ProfileRow]) -> str:
         lines.append(f"GMACs per image-text pair (one image, {r.text_len} text tokens; vision + text + fusion "
                      f"encoders; 1 MAC = 1 multiply-add, fvcore with attention counted). pairs/s at batch "
                      f"{r.batch}, latency at batch 1: medians of {r.repeats} interleaved rounds, ± half the IQR. "
-                     f"Speedups against {_reference(rows)}, time ratios paired round by round. "
+                     f"Speedups against {r.reference}, time ratios paired round by round. "
                      f"{r.machine['device']}, {r.machine['cpu']}, {r.machine['threads']} threads, "
                      f"torch {r.machine['torch']}.")
     return "\n".join(lines)
-
-
-def _reference(rows: Sequence[ProfileRow]) -> str:
-    return next((r.model for r in rows if abs(r.speedup_flops - 1) < 1e-12 and abs(r.speedup_time - 1) < 1e-12),
-                "the reference")
 
 
 def write_json(rows: Sequence[ProfileRow], path: str | os.PathLike) -> None:
