@@ -55,9 +55,10 @@ class PretrainMetric(BaseMetric):
             self.results.append(row)
 
     def compute_metrics(self, results: list[dict]) -> dict[str, float]:
-        pos = torch.stack([r["itm_score"] for r in results])
-        neg = torch.stack([r["itm_neg_score"] for r in results if "itm_neg_score" in r])
-        metrics = {"itm_acc": 0.5 * float((pos > 0.5).float().mean() + (neg < 0.5).float().mean())}
+        pos_acc = float((torch.stack([r["itm_score"] for r in results]) > 0.5).float().mean())
+        negatives = [r["itm_neg_score"] for r in results if "itm_neg_score" in r]
+        neg_acc = float((torch.stack(negatives) < 0.5).float().mean()) if negatives else None
+        metrics = {"itm_acc": pos_acc if neg_acc is None else 0.5 * (pos_acc + neg_acc)}
         if all("image_embed" in r for r in results):
             metrics["itc_r1"] = text_to_image_recall_at_1(results)
         scored = [r for r in results if "patch_scores" in r]

@@ -20,8 +20,6 @@ from harness.registry import SCOPE
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_DATA = Path("data") / "tiny"
-MODELS = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
-SCALES = ("tiny", "base")
 
 
 def task_config_path(task: str) -> Path:
@@ -74,11 +72,11 @@ def build_config(
     """The complete mmengine ``Config`` of one job."""
     from mmengine.config import Config
 
-    from copa.build import model_config
+    from copa.build import METHODS, SCALES, model_config
     from harness.data.tokenizer import load_tokenizer
 
-    if model not in MODELS:
-        raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(MODELS)})")
+    if model not in METHODS:
+        raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
     cfg = Config.fromfile(str(task_config_path(task)))

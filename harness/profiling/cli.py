@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -10,45 +11,43 @@ from harness.errors import InputError
 from harness.profiling.efficiency import format_table, profile_models, write_csv, write_json
 from harness.profiling.speed import pin_threads
 
-MODELS = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
-DEFAULT_SIZES = {"tiny": [64], "base": [224]}
 
+def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    from copa.build import METHODS, SCALES
 
-def _check(args: argparse.Namespace) -> list[str]:
     names = [m for m in args.models.split(",") if m]
-    unknown = [m for m in names if m not in MODELS]
+    unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
         raise InputError(None, "--models", f"unknown model(s) {', '.join(unknown) or '(none)'} "
-                         f"(choose from {', '.join(MODELS)})")
-    if args.scale not in DEFAULT_SIZES:
-        raise InputError(None, "--scale", f"unknown scale {args.scale!r} (choose from tiny, base)")
+                         f"(choose from {', '.join(METHODS)})")
+    if args.scale not in SCALES:
+        raise InputError(None, "--scale", f"unknown scale {args.scale!r} (choose from {', '.join(SCALES)})")
     if args.reference not in names:
         raise InputError(None, "--reference", f"{args.reference!r} must be one of --models")
     for flag, value in (("--batch", args.batch), ("--repeats", args.repeats), ("--retrieval-k", args.retrieval_k)):
         if value < 1:
             raise InputError(None, flag, f"must be at least 1, got {value}")
-    sizes = args.image_size or DEFAULT_SIZES[args.scale]
-    patch = 8 if args.scale == "tiny" else 16
+    vision = SCALES[args.scale]["vision"]
+    sizes = args.image_size or [vision["img_size"]]
+    patch = vision["patch_size"]
     bad = [s for s in sizes if s < patch or s % patch]
     if bad:
         raise InputError(None, "--image-size", f"{bad} not a positive multiple of the patch size {patch}")
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
-        if path:
-            try:
-                open(path, "a").close()
-            except OSError as e:
-                raise InputError(path, flag, f"cannot be written: {e.strerror}") from None
-    return names
+        parent = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
+            raise InputError(path, flag, "cannot be written: its directory does not exist or is not writable")
+    return names, sizes
 
 
 def run_profile(args: argparse.Namespace) -> int:
     from copa.build import build_model
 
-    names = _check(args)
+    names, sizes = _check(args)
     threads = pin_threads(args.threads)
     start = time.perf_counter()
     rows = []
-    for size in args.image_size or DEFAULT_SIZES[args.scale]:
+    for size in sizes:
         print(f"[{time.perf_counter() - start:5.0f}s] building {len(names)} {args.scale} models at {size}px "
               f"({threads} threads)", file=sys.stderr, flush=True)
         models = {name: build_model(name, scale=args.scale, image_size=size) for name in names}

@@ -207,16 +207,29 @@ def format_table(rows: Sequence[ProfileRow]) -> str:
     return "\n".join(lines)
 
 
+def _write_atomically(path: str | os.PathLike, write) -> None:
+    """Write through a temporary file renamed into place, so a failure leaves no half-written output."""
+    tmp = f"{os.fspath(path)}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_json(rows: Sequence[ProfileRow], path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump([vars(r) for r in rows], f, indent=2)
-        f.write("\n")
+    _write_atomically(path, lambda f: f.write(json.dumps([vars(r) for r in rows], indent=2) + "\n"))
 
 
 def write_csv(rows: Sequence[ProfileRow], path: str | os.PathLike) -> None:
     fields = [k for k in vars(rows[0]) if k not in ("unsupported_ops", "machine")] if rows else []
-    with open(path, "w", newline="", encoding="utf-8") as f:
+
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow(vars(r))
+
+    _write_atomically(path, write)
