@@ -94,11 +94,13 @@ def build_config(
     if max_iters is not None:
         if max_iters < 1:
             raise InputError(None, "--max-iters", f"must be at least 1, got {max_iters}")
+        planned = cfg.train_cfg.max_iters
         cfg.train_cfg.max_iters = max_iters
-        cfg.train_cfg.val_interval = min(cfg.train_cfg.get("val_interval", max_iters), max_iters)
-        for sched in cfg.get("param_scheduler", []):
-            sched["end"] = min(sched["end"], max_iters)
-            sched["begin"] = min(sched["begin"], max(max_iters - 1, 0))
+        interval = cfg.train_cfg.get("val_interval", planned)
+        cfg.train_cfg.val_interval = max_iters if interval >= planned else min(interval, max_iters)
+        for sched in cfg.get("param_scheduler", []):  # what ran to the planned end now runs to the new one
+            sched["end"] = max_iters if sched["end"] >= planned else min(sched["end"], max_iters)
+            sched["begin"] = min(sched["begin"], max_iters - 1)
         checkpoint = cfg.default_hooks.get("checkpoint")
         if checkpoint is not None:
             checkpoint["interval"] = min(checkpoint["interval"], max_iters)
