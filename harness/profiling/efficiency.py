@@ -24,7 +24,6 @@ from harness.profiling.flops import FlopReport, count_macs
 from harness.profiling.speed import machine, paired_ratio, peak_memory_mb, summarize, time_interleaved
 
 TEXT_LEN = 40
-PARTS = ("vision", "reducer", "text", "fusion")
 
 
 class _Call(nn.Module):

@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,9 +29,6 @@ class TimingStats:
     @property
     def iqr(self) -> float:
         return self.q3 - self.q1
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "iqr": self.iqr}
 
 
 def summarize(times: list[float] | np.ndarray) -> TimingStats:
