@@ -1,4 +1,4 @@
-"""Metrics as mmengine ``BaseMetric``s (they gather across processes through mmengine's ``collect_results``)."""
+"""Pre-training validation metric and the ROC AUC it shares with the patch-detection metric."""
 
 from __future__ import annotations
 
@@ -39,10 +39,12 @@ class PretrainMetric(BaseMetric):
     """Validation of pre-training on held-out captions.
 
     ``itm_acc``: image-text matching accuracy, balanced over true pairs (P(match) > 0.5) and mismatched
-    pairs (< 0.5); ``itc_r1``: zero-shot text-to-image recall@1 of the ITC embeddings over every distinct
-    val image (dual-stream models); ``patch_auc``: ROC AUC of the first reduction point's patch scores
-    against the object-to-patch labels, pooled over all val patches (models whose reducer scores
-    patches). Chance: 0.5, 1 / number of images, 0.5.
+    pairs (< 0.5); ``itm_auc``: ROC AUC of P(match) of true against mismatched pairs (threshold-free: ITM
+    trains on one true pair per two mismatched ones, so its threshold drifts); ``itc_r1``: zero-shot
+    text-to-image recall@1 of the ITC embeddings over every distinct val image (dual-stream models);
+    ``patch_auc``: ROC AUC of the first reduction point's patch scores against the object-to-patch labels,
+    pooled over all val patches (models whose reducer scores patches). Chance: 0.5, 0.5, 1 / number of
+    images, 0.5.
     """
 
     default_prefix = None  # the Runner already files validation metrics under "val/"
@@ -59,6 +61,10 @@ class PretrainMetric(BaseMetric):
         negatives = [r["itm_neg_score"] for r in results if "itm_neg_score" in r]
         neg_acc = float((torch.stack(negatives) < 0.5).float().mean()) if negatives else None
         metrics = {"itm_acc": pos_acc if neg_acc is None else 0.5 * (pos_acc + neg_acc)}
+        if negatives:
+            scores = torch.cat([torch.stack([r["itm_score"] for r in results]), torch.stack(negatives)])
+            labels = np.r_[np.ones(len(results)), np.zeros(len(negatives))]
+            metrics["itm_auc"] = roc_auc(scores.float().numpy(), labels)
         if all("image_embed" in r for r in results):
             metrics["itc_r1"] = text_to_image_recall_at_1(results)
         scored = [r for r in results if "patch_scores" in r]
