@@ -35,15 +35,23 @@ def itc_loss(image_feat: Tensor, text_feat: Tensor, temperature: Tensor, positiv
 
 
 @torch.no_grad()
-def sample_hard_negatives(sim: Tensor, positives: Tensor) -> Tensor:
-    """For each row, one column index drawn with probability ``softmax(sim row)`` over the non-positives.
+def sample_hard_negatives(sim: Tensor, positives: Tensor, hardness: float = 1.0) -> Tensor:
+    """For each row, one column index drawn over the non-positives with probability
+    ``hardness * softmax(sim row) + (1 - hardness) * uniform`` (ALBEF: ``hardness=1``).
 
-    A row with no non-positive column (batch of one image) gets a uniformly random column.
+    Below 1, a share of the negatives is random: where many captions are true of many images, the most
+    similar "negatives" are mostly false negatives and teach ITM to answer the prior. A row with no
+    non-positive column (batch of one image) gets a uniformly random column.
     """
+    if not 0.0 <= hardness <= 1.0:
+        raise ValueError(f'hardness must be in [0, 1], got {hardness}')
     logits = sim.float().masked_fill(positives, float('-inf'))
     empty = positives.all(dim=1)
     logits[empty] = 0.0
-    return torch.multinomial(logits.softmax(dim=1), 1).squeeze(1)
+    uniform = (~positives).float()
+    uniform[empty] = 1.0
+    probs = hardness * logits.softmax(dim=1) + (1.0 - hardness) * uniform / uniform.sum(dim=1, keepdim=True)
+    return torch.multinomial(probs, 1).squeeze(1)
 
 
 def itm_loss(logits: Tensor, num_positive: int) -> Tensor:

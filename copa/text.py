@@ -166,6 +166,82 @@ class PrefixLMDecoder(nn.Module):
                 break
         return ids
 
+    @torch.no_grad()
+    def beam_search(
+        self,
+        visual: Tensor,
+        bos: int,
+        eos: int,
+        num_beams: int,
+        max_length: int = 30,
+        length_penalty: float = 1.0,
+    ) -> tuple[Tensor, Tensor]:
+        """Batched beam search; returns ``(ids, log_probs)``: the best hypothesis per image ``(B, <= max_length)``
+        in :meth:`generate`'s format (BOS first, padded after EOS with EOS) and its total log-probability.
+
+        Hypotheses are ranked by total log-probability / (generated tokens incl. EOS) ** ``length_penalty``
+        (0: raw sums, which favour short captions). A hypothesis that emits EOS among a beam's top
+        ``num_beams`` candidates leaves the beam but is kept (the best one per image), so a later, worse beam
+        never pushes it out; the beam is refilled from the best ``num_beams`` non-EOS candidates of ``2 *
+        num_beams``. An image is done when its best finished hypothesis beats every live beam scored at the
+        current length (Hugging Face's ``early_stopping=False`` heuristic); at ``max_length`` live beams
+        compete as they are. With ``num_beams=1`` this is exactly greedy decoding.
+        """
+        if num_beams < 1:
+            raise ValueError(f'num_beams must be at least 1, got {num_beams}')
+        batch, k, device = visual.shape[0], num_beams, visual.device
+        if max_length < 2:
+            return torch.full((batch, 1), bos, dtype=torch.long, device=device), torch.zeros(batch, device=device)
+        visual = visual.repeat_interleave(k, dim=0)
+        ids = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)
+        # only the first beam is live at the start, so the first step does not pick one token k times
+        beam_scores = torch.full((batch, k), float('-inf'), device=device)
+        beam_scores[:, 0] = 0.0
+        best_seq = torch.full((batch, max_length), eos, dtype=torch.long, device=device)
+        best_len = torch.full((batch,), max_length, dtype=torch.long, device=device)
+        best_norm = torch.full((batch,), float('-inf'), device=device)
+        best_raw = torch.full((batch,), float('-inf'), device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        rows = torch.arange(batch, device=device)
+        for step in range(1, max_length):  # ``step`` tokens generated after this one
+            logits = self(ids, torch.ones_like(ids), visual)[:, -1].float()
+            log_probs = logits.log_softmax(dim=-1)
+            vocab = log_probs.shape[-1]
+            cand = (beam_scores.view(-1, 1) + log_probs).view(batch, k * vocab)
+            values, flat = cand.topk(min(2 * k, k * vocab), dim=1)
+            source, token = flat // vocab, flat % vocab
+            norm = step ** length_penalty
+            is_eos = token == eos
+            # finished: EOS candidates ranked within the top k (a beam's own competition), best one per image
+            rank_ok = torch.arange(values.shape[1], device=device) < k
+            eos_values = values.masked_fill(~(is_eos & rank_ok), float('-inf'))
+            eos_best, eos_at = eos_values.max(dim=1)
+            better = (eos_best / norm > best_norm) & ~done & torch.isfinite(eos_best)
+            if bool(better.any()):
+                src = rows * k + source[rows, eos_at]
+                seq = torch.cat([ids[src], torch.full((batch, 1), eos, dtype=torch.long, device=device)], dim=1)
+                best_seq[better, : step + 1] = seq[better]
+                best_len[better] = step + 1
+                best_norm[better] = eos_best[better] / norm
+                best_raw[better] = eos_best[better]
+            # live: the best k non-EOS candidates (at most k of the 2k are EOS, one per beam)
+            live_values, live_at = values.masked_fill(is_eos, float('-inf')).topk(k, dim=1)
+            beam_scores = live_values
+            src = (rows[:, None] * k + source.gather(1, live_at)).view(-1)
+            ids = torch.cat([ids[src], token.gather(1, live_at).view(-1, 1)], dim=1)
+            done |= best_norm >= beam_scores.max(dim=1).values / norm
+            if bool(done.all()):
+                break
+        else:
+            # max_length reached: the live beams (length max_length) compete with the finished ones
+            norm = (max_length - 1) ** length_penalty
+            live_best, live_at = beam_scores.max(dim=1)
+            better = (live_best / norm > best_norm) & ~done
+            best_seq[better] = ids.view(batch, k, -1)[rows, live_at][better]
+            best_len[better] = max_length
+            best_raw[better] = live_best[better]
+        return best_seq[:, : int(best_len.max())], best_raw
+
 
 def bert_init(std: float) -> Callable[[nn.Module], None]:
     """BERT's initialisation (normal(0, std) linears, unit LayerNorms), for modules built outside BERT."""

@@ -64,6 +64,8 @@ class VLPModel(BaseModel):
         loss_weights: per-objective weights (default 1).
         mlm_prob: fraction of tokens masked for MLM.
         temperature: initial ITC temperature (learnable, clamped to [0.001, 0.5] as in ALBEF).
+        itm_hardness: share of ITM negatives mined from ITC similarity, the rest drawn uniformly
+            (see :func:`~copa.objectives.sample_hard_negatives`; ALBEF: 1).
         vision_pretrained: timm checkpoint file for the vision encoder.
         text_pretrained: local Hugging Face BERT directory for the text encoder (its config wins over
             ``text`` and ``vocab_size``).
@@ -86,6 +88,7 @@ class VLPModel(BaseModel):
         loss_weights: dict | None = None,
         mlm_prob: float = 0.15,
         temperature: float = 0.07,
+        itm_hardness: float = 1.0,
         dropout: float = 0.1,
         vision_pretrained: str | None = None,
         text_pretrained: str | None = None,
@@ -99,6 +102,7 @@ class VLPModel(BaseModel):
         self.losses = tuple(losses)
         self.loss_weights = {name: 1.0 for name in LOSSES} | dict(loss_weights or {})
         self.mlm_prob = mlm_prob
+        self.itm_hardness = itm_hardness
 
         self.vision = VisionTransformer(**vision)
         if vision_pretrained is not None:
@@ -182,6 +186,23 @@ class VLPModel(BaseModel):
     def itm_logits(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """ITM logits ``(B, 2)`` of the pairs (images[i], text[i]) (retrieval re-ranking)."""
         return self.itm_head(self.encode_pair(images, text_ids, text_mask))
+
+    def gallery_cache(self, images: Tensor) -> dict[str, Tensor | None]:
+        """What ITM re-ranking can reuse across the texts paired with one image: the vision prefix shared by
+        every text (and, for reducers that ignore the text, the finished visual tokens)."""
+        prefix, qkv = self.vision.forward_prefix(images)
+        tokens = None if self.vision.text_aware else self.vision.forward_suffix(prefix, None, qkv).tokens
+        return dict(prefix=prefix, qkv=qkv, tokens=tokens)
+
+    def itm_logits_cached(self, cache: dict, image_idx: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """:meth:`itm_logits` of the pairs (gallery image ``image_idx[i]``, text ``i``) from :meth:`gallery_cache`."""
+        text_hidden = self.encode_text(text_ids, text_mask)
+        if cache['tokens'] is not None:
+            tokens = cache['tokens'][image_idx]
+        else:
+            qkv = None if cache['qkv'] is None else cache['qkv'][image_idx]
+            tokens = self.vision.forward_suffix(cache['prefix'][image_idx], self.text_context(text_hidden), qkv).tokens
+        return self.itm_head(self.fuse(text_hidden, text_mask, tokens)[:, 0])
 
     @torch.no_grad()
     def generate(self, images: Tensor, max_length: int = 30) -> Tensor:
@@ -344,8 +365,8 @@ class VLPModel(BaseModel):
     ) -> Tensor:
         """ITM on B matched pairs and 2B hard negatives mined from ITC similarity (ALBEF)."""
         batch = text_hidden.shape[0]
-        neg_text = sample_hard_negatives(sim, positives)
-        neg_image = sample_hard_negatives(sim.t(), positives.t())
+        neg_text = sample_hard_negatives(sim, positives, self.itm_hardness)
+        neg_image = sample_hard_negatives(sim.t(), positives.t(), self.itm_hardness)
         image_idx = torch.cat([torch.arange(batch, device=sim.device), neg_image])
         text_idx = torch.cat([neg_text, torch.arange(batch, device=sim.device)])
         neg_hidden, neg_mask = text_hidden[text_idx], text_mask[text_idx]

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from harness.errors import InputError
+from harness.errors import InputError, NotApplicable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +40,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from harness.runner import build_config, train
 
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
-                       seed=args.seed, resume=args.resume, max_iters=args.max_iters)
+                       seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
+                       vision_init=args.vision_init)
     start = time.perf_counter()
     summary = train(cfg)
     print(f"{args.model} {args.task} ({args.scale}, seed {args.seed}) finished in {time.perf_counter() - start:.0f}s;"
@@ -48,6 +49,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         print(f"  {key:<16} {value:.4f}")
     return 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from harness.runner import build_config, test
+
+    cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
+                       seed=args.seed, checkpoint=args.checkpoint, testing=True)
+    start = time.perf_counter()
+    metrics = test(cfg)
+    print(f"{args.model} {args.task} ({args.scale}) tested in {time.perf_counter() - start:.0f}s "
+          f"from {args.checkpoint}")
+    for key, value in metrics.items():
+        print(f"  {key:<16} {value:.4f}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.suite import run_suite
+
+    def names(value: str | None) -> list[str] | None:
+        return None if value is None else [v for v in value.split(",")]
+
+    counts = run_suite(args.suite, results_dir=args.results,
+                       seeds=None if args.seeds is None else _int_list(args.seeds),
+                       variants=names(args.variants), models=names(args.models))
+    return 1 if counts["failed"] else 0
 
 
 def _int_list(value: str) -> list[int]:
@@ -95,7 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
     train.add_argument("--max-iters", type=int, default=None, help="override the task's schedule length")
+    train.add_argument("--checkpoint", default=None,
+                       help="downstream tasks: start from this checkpoint (default: the model's pre-training one)")
+    train.add_argument("--vision-init", default="auto",
+                       help="pre-training: ViT start, a timm file, 'none', or 'auto' (vision pre-training at tiny)")
     train.set_defaults(func=_cmd_train)
+
+    test = sub.add_parser("test", help="evaluate a checkpoint on a task's test split")
+    test.add_argument("--model", required=True, help="albef, copa, trips, evit, random, tome or vilt")
+    test.add_argument("--task", required=True, help="a task config under configs/tasks")
+    test.add_argument("--checkpoint", required=True, help="a fine-tuned (or, zero-shot, a pre-training) checkpoint")
+    test.add_argument("--scale", default="tiny", help="tiny or base")
+    test.add_argument("--data", default=None, help="benchmark directory (default: data/tiny)")
+    test.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
+    test.add_argument("--seed", type=int, default=0)
+    test.set_defaults(func=_cmd_test)
 
     profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
     profile.add_argument("--models", default="albef,copa,trips,evit,random,tome,vilt")
@@ -109,7 +150,83 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--json", default=None, help="write the rows as JSON")
     profile.add_argument("--csv", default=None, help="write the rows as CSV")
     profile.set_defaults(func=_cmd_profile)
+    run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
+    run.add_argument("suite", help="smoke, paper, efficiency, or a suite config file")
+    run.add_argument("--results", default="results/store", help="results store directory")
+    run.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1")
+    run.add_argument("--variants", default=None, help="only these variants ('' is the default), e.g. ,keep0.3")
+    run.add_argument("--models", default=None, help="only these models, e.g. albef,copa")
+    run.set_defaults(func=_cmd_run)
+
+    _add_results_commands(sub)
     return parser
+
+
+# --- results: tables, the regression gate and its baseline -------------------------------------------------
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from harness.tables import load_paper, parse_plot, render, write_tables
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    paper = load_paper(args.paper) if args.paper else None
+    plots = [parse_plot(p) for p in args.plot] if args.plot else None
+    tables, written = write_tables(args.results, args.out, formats=formats, suite=args.suite, paper=paper,
+                                   plots=plots)
+    print(render(tables[0], "md"), end="")
+    print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.gate import run_check
+
+    status, report = run_check(args.baseline, args.results, suite=args.suite)
+    print(report)
+    return status
+
+
+def _cmd_baseline_update(args: argparse.Namespace) -> int:
+    from harness.gate import update_baseline
+
+    baseline = update_baseline(args.results, args.out, suite=args.suite)
+    print(f"wrote {args.out}: {len(baseline['entries'])} entries of suite {baseline['suite']} "
+          f"(mean over seeds {baseline['provenance']['seeds']})")
+    return 0
+
+
+# literal copies of harness.results/tables/gate defaults (tests compare them), so parsing imports nothing heavy
+_RESULTS_STORE, _TABLES_OUT, _BASELINE_FILE = "results/store", "results/tables", "results/baseline.json"
+_TABLE_FORMATS = ("md", "csv", "latex", "html")
+
+
+def _add_results_commands(sub) -> None:
+    table = sub.add_parser("table", help="comparison, efficiency and ablation tables and plots from the store")
+    table.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    table.add_argument("--format", default=",".join(_TABLE_FORMATS),
+                       help=f"{'|'.join(_TABLE_FORMATS)}, or several comma-separated (default: all)")
+    table.add_argument("--out", default=_TABLES_OUT, help=f"output directory (default {_TABLES_OUT})")
+    table.add_argument("--suite", default=None, help="suite to tabulate (needed when the store holds several)")
+    table.add_argument("--paper", default=None, help="paper reference numbers (JSON) shown as '(paper)' columns")
+    table.add_argument("--plot", action="append", default=None, metavar="TASK[:METRIC]",
+                       help="metric to plot against cost and keep ratio (repeatable; default: every headline metric)")
+    table.set_defaults(func=_cmd_table)
+
+    check = sub.add_parser("check", help="regression gate: compare the latest results with a baseline (exit 1 "
+                                         "on a regression)")
+    check.add_argument("--baseline", required=True, help="baseline JSON (made by `copa-bench baseline update`)")
+    check.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    check.add_argument("--suite", default=None, help="default: the baseline's suite")
+    check.set_defaults(func=_cmd_check)
+
+    baseline = sub.add_parser("baseline", help="manage the regression gate's baseline")
+    baseline_sub = baseline.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    update = baseline_sub.add_parser("update", help="write the baseline from the store's latest rows (mean over "
+                                                    "seeds)")
+    update.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    update.add_argument("--out", default=_BASELINE_FILE, help=f"baseline file (default {_BASELINE_FILE})")
+    update.add_argument("--suite", default=None, help="needed when the store holds several suites")
+    update.set_defaults(func=_cmd_baseline_update)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except InputError as e:
         print(f"copa-bench: error: {e}", file=sys.stderr)
+        return 2
+    except NotApplicable as e:
+        print(f"copa-bench: not applicable: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("copa-bench: interrupted", file=sys.stderr)

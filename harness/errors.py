@@ -17,3 +17,7 @@ class InputError(Exception):
     def __str__(self) -> str:
         where = ": ".join(p for p in (self.path, self.field) if p)
         return f"{where}: {self.message}" if where else self.message
+
+
+class NotApplicable(Exception):
+    """A task that does not apply to a model (e.g. captioning without a decoder): reported, never run."""

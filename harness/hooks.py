@@ -28,8 +28,11 @@ class EfficiencyHook(Hook):
 
     def after_test(self, runner) -> None:
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = getattr(model, "backbone", model)  # a task model measures its VLP backbone
         batch = next(iter(runner.test_dataloader))
         images, text_ids, text_mask = batch["images"], batch["text_ids"], batch["text_mask"]
+        if images.dim() == 5:  # one pair per image of a multi-image sample (NLVR2)
+            images = images[:, 0]
         was_training = model.training
         model.eval()
         macs, report = pair_macs(model, text_len=text_ids.shape[1])

@@ -4,6 +4,7 @@ classes by type and the Runner finds them (``default_scope='copa_bench'``)."""
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
@@ -15,3 +16,4 @@ TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, loca
 FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope=SCOPE, locations=["harness.data.collate"])
 METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=["harness.metrics"])
 HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["harness.hooks"])
+LOOPS = Registry("loop", parent=MMENGINE_LOOPS, scope=SCOPE, locations=["harness.tasks"])

@@ -50,7 +50,8 @@ def ensure_benchmark(data: str | os.PathLike | None) -> Path:
 def _fill_loader(loader: dict, data_root: str, tokenizer: str, image_size: int, patch_size: int) -> None:
     """Point a dataloader config at the data and the tokenizer, and size its pipeline for the model."""
     loader["dataset"]["data_root"] = data_root
-    loader["collate_fn"]["tokenizer"] = tokenizer
+    if "tokenizer" in loader["collate_fn"]:
+        loader["collate_fn"]["tokenizer"] = tokenizer
     for step in loader["dataset"].get("pipeline", []):
         if step["type"] == "Resize":
             step["size"] = image_size
@@ -68,8 +69,18 @@ def build_config(
     resume: bool = False,
     max_iters: int | None = None,
     model_overrides: Mapping[str, Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    testing: bool = False,
+    vision_init: str | None = "auto",
 ):
-    """The complete mmengine ``Config`` of one job."""
+    """The complete mmengine ``Config`` of one job.
+
+    Downstream tasks (configs with ``task_model``) wrap the named model as their backbone: ``checkpoint``
+    defaults to the model's pre-training checkpoint for the same scale and seed (fine-tuning starts there);
+    ``testing`` requires the task's own trained modules in it. Pre-training (configs with ``vision_init``)
+    starts the ViT from ``vision_init``: a timm file, ``"none"`` (from scratch) or ``"auto"`` (the vision
+    pre-training job's output at tiny scale, made on first use).
+    """
     from mmengine.config import Config
 
     from copa.build import METHODS, SCALES, model_config
@@ -85,33 +96,118 @@ def build_config(
     tok = load_tokenizer(tokenizer_dir)
     token_ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
-    model_cfg = model_config(model, scale, **{**token_ids, **dict(model_overrides or {})})
+    overrides = {**token_ids, **dict(model_overrides or {})}
+    if cfg.get("vision_init") and "vision_pretrained" not in overrides and vision_init != "none":
+        if vision_init not in (None, "auto"):
+            overrides["vision_pretrained"] = str(vision_init)
+        elif scale == "tiny":
+            overrides["vision_pretrained"] = str(ensure_vision_init(scale, data, seed))
+    model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
-    cfg.model = model_cfg
+    if "task_model" in cfg:
+        from harness.tasks.base import check_applicable
+
+        check_applicable(task, model, model_cfg, cfg.get("requires", ()))
+        if not testing and "train_dataloader" not in cfg:
+            raise InputError(task_config_path(task), "train_dataloader",
+                             f"task {task!r} has nothing to train: evaluate a checkpoint with 'copa-bench test'")
+        if checkpoint is None:
+            checkpoint = pretrain_checkpoint(model, scale, seed)
+        task_model = dict(cfg.task_model, backbone=model_cfg, checkpoint=str(checkpoint), require_head=testing)
+        for key, value in (("tokenizer", str(tokenizer_dir)), ("data_root", str(root))):
+            if key in task_model and task_model[key] is None:
+                task_model[key] = value
+        cfg.model = task_model
+    else:
+        cfg.model = model_cfg
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if loader in cfg:
             _fill_loader(cfg[loader], str(root), str(tokenizer_dir), vision["img_size"], vision["patch_size"])
-    if max_iters is not None:
-        if max_iters < 1:
-            raise InputError(None, "--max-iters", f"must be at least 1, got {max_iters}")
-        planned = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = max_iters
-        interval = cfg.train_cfg.get("val_interval", planned)
-        cfg.train_cfg.val_interval = max_iters if interval >= planned else min(interval, max_iters)
-        for sched in cfg.get("param_scheduler", []):  # what ran to the planned end now runs to the new one
-            sched["end"] = max_iters if sched["end"] >= planned else min(sched["end"], max_iters)
-            sched["begin"] = min(sched["begin"], max_iters - 1)
-        checkpoint = cfg.default_hooks.get("checkpoint")
-        if checkpoint is not None:
-            checkpoint["interval"] = min(checkpoint["interval"], max_iters)
+    _set_max_iters(cfg, max_iters)
     cfg.work_dir = str(work_dir or Path("work_dirs") / task / f"{model}_{scale}_seed{seed}")
+    _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume)
+    return cfg
+
+
+def pretrain_checkpoint(model: str, scale: str, seed: int) -> Path:
+    """The last checkpoint of ``copa-bench train --model MODEL --task pretrain`` at this scale and seed."""
+    work_dir = Path("work_dirs") / "pretrain" / f"{model}_{scale}_seed{seed}"
+    marker = work_dir / "last_checkpoint"
+    if not marker.is_file():
+        raise InputError(marker, None, f"no pre-training checkpoint of {model} ({scale}, seed {seed}): run "
+                         f"'copa-bench train --model {model} --task pretrain --scale {scale} --seed {seed}' first, "
+                         "or give --checkpoint")
+    return Path(marker.read_text().strip())
+
+
+def _set_job(cfg, name: str, seed: int, resume: bool) -> None:
     cfg.default_scope = SCOPE
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.resume = resume
     cfg.launcher = cfg.get("launcher", "none")
     cfg.env_cfg = cfg.get("env_cfg", dict(cudnn_benchmark=False, dist_cfg=dict(backend="gloo")))
-    cfg.experiment_name = f"{task}_{model}_{scale}_seed{seed}"
+    cfg.experiment_name = name
+
+
+def _set_max_iters(cfg, max_iters: int | None) -> None:
+    """Run the schedule to ``max_iters``: what ran to the planned end now runs to the new one."""
+    if max_iters is None:
+        return
+    if max_iters < 1:
+        raise InputError(None, "--max-iters", f"must be at least 1, got {max_iters}")
+    planned = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = max_iters
+    interval = cfg.train_cfg.get("val_interval", planned)
+    cfg.train_cfg.val_interval = max_iters if interval >= planned else min(interval, max_iters)
+    for sched in cfg.get("param_scheduler", []):
+        sched["end"] = max_iters if sched["end"] >= planned else min(sched["end"], max_iters)
+        sched["begin"] = min(sched["begin"], max_iters - 1)
+    checkpoint = cfg.default_hooks.get("checkpoint")
+    if checkpoint is not None:
+        checkpoint["interval"] = min(checkpoint["interval"], max_iters)
+
+
+def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = None,
+                        work_dir: str | os.PathLike | None = None, seed: int = 0, max_iters: int | None = None):
+    """The Config of the vision pre-training job (configs/tasks/vision_pretrain.py) at a scale."""
+    from mmengine.config import Config
+
+    from copa.build import SCALES
+    from harness.data.datasets import object_label_classes
+
+    if scale not in SCALES:
+        raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    cfg = Config.fromfile(str(task_config_path("vision_pretrain")))
+    root = ensure_benchmark(data)
+    vision = dict(SCALES[scale]["vision"])
+    train_ann = os.path.join(str(root), cfg.train_dataloader.dataset.ann_file)
+    classes = object_label_classes(train_ann, cfg.train_dataloader.dataset.get("attribute"))
+    cfg.model = dict(type="ObjectClassifier", vision=vision, num_classes=len(classes))
+    for loader in ("train_dataloader", "val_dataloader"):
+        cfg[loader].dataset.classes = classes
+        _fill_loader(cfg[loader], str(root), "", vision["img_size"], vision["patch_size"])
+    _set_max_iters(cfg, max_iters)
+    cfg.work_dir = str(work_dir or vision_init_dir(scale, seed))
+    _set_job(cfg, f"vision_pretrain_{scale}_seed{seed}", seed, False)
     return cfg
+
+
+def vision_init_dir(scale: str, seed: int) -> Path:
+    return Path("work_dirs") / "vision_pretrain" / f"vit_{scale}_seed{seed}"
+
+
+def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int) -> Path:
+    """The ViT initialisation of the pre-training task: the vision pre-training job's exported encoder,
+    trained first (about a minute at tiny scale) when it is not there yet."""
+    from harness.tasks.vision_pretrain import ENCODER_FILE
+
+    path = vision_init_dir(scale, seed) / ENCODER_FILE
+    if not path.is_file():
+        print(f"no vision initialisation yet: pre-training the {scale} ViT on object labels into {path.parent}",
+              file=sys.stderr)
+        cfg = build_vision_config(scale, data, seed=seed)
+        make_runner(cfg).train()
+    return path
 
 
 def _register_everything() -> None:
@@ -120,6 +216,7 @@ def _register_everything() -> None:
     import harness.data.datasets  # noqa: F401
     import harness.hooks  # noqa: F401
     import harness.metrics  # noqa: F401
+    import harness.tasks  # noqa: F401
 
 
 _CONSOLE_NOISE = (
@@ -150,6 +247,11 @@ def make_runner(cfg):
     install_safe_loader()
 
     class BenchRunner(Runner):
+        def test(self) -> dict:
+            """Initialise the model first, as ``train`` does: task models load their checkpoint there."""
+            self._init_model_weights()
+            return super().test()
+
         def build_logger(self, *args, **kwargs):
             logger = super().build_logger(*args, **kwargs)
             for handler in logger.handlers:
@@ -176,9 +278,47 @@ def make_runner(cfg):
     return BenchRunner.from_cfg(cfg)
 
 
+JOB_FILE = "job.json"
+_NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
+
+
+def job_digest(cfg) -> str:
+    """Identifies a job by what decides its result: the config (not where it runs or under which name) and
+    the data's content hash."""
+    from harness.data.benchmark import read_manifest
+    from harness.results import job_hash
+
+    config = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_JOB}
+    roots = {cfg[loader].dataset.get("data_root") for loader in ("train_dataloader", "test_dataloader")
+             if cfg.get(loader)}
+    data = sorted(read_manifest(r)["content_sha256"] for r in roots if r)
+    return job_hash({"config": config, "data": data})
+
+
+def finished_job(work_dir: str | os.PathLike, digest: str) -> dict | None:
+    """The record a training job left in ``work_dir`` when it finished, if it was this job."""
+    import json
+
+    path = Path(work_dir) / JOB_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    marker = Path(work_dir) / "last_checkpoint"
+    if not isinstance(record, dict) or record.get("job_hash") != digest or not marker.is_file():
+        return None
+    return record
+
+
 def train(cfg) -> dict[str, float]:
     """Train (and validate) one job; returns the losses averaged over the last logging window and the
-    last validation metrics."""
+    last validation metrics, also recorded in ``job.json`` in the work dir once the job has finished."""
+    import json
+    import time
+
+    from harness.results import write_atomic
+
+    start = time.perf_counter()
     runner = make_runner(cfg)
     runner.train()
     scalars = runner.message_hub.log_scalars
@@ -186,4 +326,17 @@ def train(cfg) -> dict[str, float]:
     summary = {k.split("/", 1)[1]: float(v.mean(window)) for k, v in scalars.items() if k.startswith("train/loss")}
     summary.update({k: float(v.current()) for k, v in scalars.items()
                     if k.startswith("val/") and k not in ("val/time", "val/data_time")})
+    if runner.rank == 0:
+        record = dict(job_hash=job_digest(cfg), summary=summary, wall_s=time.perf_counter() - start)
+        write_atomic(Path(cfg.work_dir) / JOB_FILE, json.dumps(record, indent=2))
     return summary
+
+
+def test(cfg) -> dict[str, float]:
+    """Evaluate one job's checkpoint on the task's test split; returns the metrics."""
+    runner = make_runner(cfg)
+    metrics = runner.test()
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+test.__test__ = False  # a runner entry point, not a pytest test when a test module imports it

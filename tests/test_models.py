@@ -207,6 +207,21 @@ def test_hard_negatives_exclude_positives():
         assert not positives[torch.arange(6), neg].any()
 
 
+def test_itm_negative_hardness_mixes_mined_and_uniform_draws():
+    """Share of draws of the most similar non-positive column = hardness * softmax + (1 - hardness) / 3."""
+    torch.manual_seed(0)
+    sim = torch.tensor([[5.0, 8.0, 0.0, 0.0]]).expand(4000, -1)
+    positives = torch.tensor([[True, False, False, False]]).expand(4000, -1)
+    mined = torch.softmax(torch.tensor([8.0, 0.0, 0.0]), 0)[0].item()
+    for hardness in (1.0, 0.5, 0.0):
+        draws = sample_hard_negatives(sim, positives, hardness)
+        assert not (draws == 0).any()
+        share = (draws == 1).float().mean().item()
+        assert abs(share - (hardness * mined + (1 - hardness) / 3)) < 0.03, hardness
+    with pytest.raises(ValueError, match="hardness"):
+        sample_hard_negatives(sim, positives, 1.5)
+
+
 def test_mlm_masking_rule():
     torch.manual_seed(0)
     ids = torch.randint(10, VOCAB, (64, 50))

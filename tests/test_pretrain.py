@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tiny_benchmark, tmp_path, model="copa", max_iters=40, **kw):
+    kw.setdefault("vision_init", "none")
     cfg = build_config(model, "pretrain", data=tiny_benchmark, work_dir=tmp_path / model, max_iters=max_iters, **kw)
     cfg.train_dataloader.dataset.indices = 64  # a fixed small set, so the losses must fall quickly
     cfg.train_dataloader.batch_size = 16

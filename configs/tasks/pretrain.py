@@ -7,6 +7,7 @@ captions, about one epoch of the tiny benchmark) fits in five minutes on 2 CPU c
 
 batch_size = 32
 max_iters = 500
+vision_init = True  # start the ViT from vision pre-training (tiny) or a timm file (--vision-init)
 
 train_pipeline = [
     dict(type="LoadImage"),

@@ -34,3 +34,10 @@ def vlp_collate(samples: Sequence[dict], tokenizer: str, max_length: int = 40) -
         batch["patch_labels"] = torch.stack([s["patch_labels"] for s in samples])
         batch["pta_mask"] = torch.tensor([bool(s.get("pta", False)) for s in samples])
     return batch
+
+
+@FUNCTIONS.register_module()
+def label_collate(samples: Sequence[dict]) -> dict:
+    """Samples of :class:`~harness.data.datasets.ObjectLabelDataset` → ``images``, multi-hot ``labels``."""
+    return {"images": torch.stack([s["img"] for s in samples]),
+            "labels": torch.stack([torch.as_tensor(s["labels"]) for s in samples])}

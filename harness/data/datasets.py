@@ -143,6 +143,68 @@ class CaptionDataset(_AnnotationDataset):
 
 
 @DATASETS.register_module()
+class ObjectLabelDataset(_AnnotationDataset):
+    """Multi-label image classification from a COCO instances file: which categories are in an image and,
+    where the objects carry an ``attribute`` (the benchmark's ``colour``), which attribute values and which
+    (value, category) pairs. The tiny scale's stand-in for ImageNet pre-training of the ViT.
+
+    The class list is the file's categories then, sorted, the attribute values and the pairs; ``classes``
+    fixes it when a split must share another's (validation uses the training split's).
+    """
+
+    def __init__(self, *args, attribute: str | None = "colour", classes: Sequence[str] | None = None,
+                 **kwargs) -> None:
+        self.attribute = attribute
+        self.fixed_classes = list(classes) if classes is not None else None
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        path = self.ann_file
+        names, images = image_object_names(path, self.attribute)
+        classes = self.fixed_classes or object_label_classes(path, self.attribute)
+        index = {name: i for i, name in enumerate(classes)}
+        self.classes = classes
+        samples = []
+        for image_id, img in images.items():
+            labels = np.zeros(len(classes), dtype=np.float32)
+            for name in names[image_id]:
+                if name in index:
+                    labels[index[name]] = 1.0
+            samples.append({"img_path": self._image_path(img["file_name"]), "image_id": image_id,
+                            "labels": labels})
+        return samples
+
+
+def image_object_names(path: str, attribute: str | None) -> tuple[dict[int, set[str]], dict[int, dict]]:
+    """Per image of a COCO instances file, the names present: categories and, where objects carry
+    ``attribute``, each value and each "value category" pair. Also the file's image table."""
+    data = load_json(path)
+    categories, images, objects = load_coco_instances(path)
+    anns = {a.get("id"): a for a in field(data, "annotations", path, "", list) if isinstance(a, dict)}
+    names: dict[int, set[str]] = {image_id: set() for image_id in images}
+    for image_id, objs in objects.items():
+        for o in objs:
+            category = categories[o["category_id"]]
+            names[image_id].add(category)
+            value = anns.get(o["id"], {}).get(attribute) if attribute else None
+            if isinstance(value, str) and value:
+                names[image_id].update((value, f"{value} {category}"))
+    return names, images
+
+
+def object_label_classes(path: str, attribute: str | None = "colour") -> list[str]:
+    """The class list of :class:`ObjectLabelDataset` for an instances file (categories, then sorted attribute
+    values and pairs)."""
+    categories, _, _ = load_coco_instances(path)
+    names, _ = image_object_names(path, attribute)
+    category_names = [categories[c] for c in sorted(categories)]
+    seen = set().union(*names.values()) - set(category_names)
+    values = sorted(v for v in seen if not any(v.endswith(" " + c) for c in category_names) or v in category_names)
+    pairs = sorted(v for v in seen if v not in values)
+    return category_names + values + pairs
+
+
+@DATASETS.register_module()
 class RetrievalDataset(_AnnotationDataset):
     """Image-text retrieval over a Karpathy split file (``dataset_coco.json`` / ``dataset_flickr30k.json``).
 

@@ -1,0 +1,27 @@
+"""paper: the tables of a paper at tiny scale: every model on every task with the tasks' full schedules and
+test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the same budgets) and its
+ablations: PTA off, the share of pre-training images whose boxes PTA sees, and where the TPDs sit.
+
+Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),
+and which models and tasks they apply to. The default variant ("") is the main comparison.
+"""
+
+scale = "tiny"
+seeds = [0, 1, 2]
+models = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
+tasks = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
+test_only = ["retrieval_zeroshot", "patch_detection"]
+_ablation_tasks = ["retrieval_zeroshot", "patch_detection", "vqa"]
+_reducers = ["copa", "trips", "evit", "random", "tome"]
+variants = {
+    "": {},
+    "keep0.3": dict(model=dict(keep_ratio=0.3), models=_reducers, tasks=_ablation_tasks),
+    "keep0.7": dict(model=dict(keep_ratio=0.7), models=_reducers, tasks=_ablation_tasks),
+    "pta_off": dict(model=dict(losses=("itc", "itm", "mlm", "lm")), models=["copa"], tasks=_ablation_tasks),
+    "pta0": dict(pta_fraction=0.0, models=["copa"], tasks=_ablation_tasks),
+    "pta25": dict(pta_fraction=0.25, models=["copa"], tasks=_ablation_tasks),
+    "pta100": dict(pta_fraction=1.0, models=["copa"], tasks=_ablation_tasks),
+    "tpd1": dict(model=dict(reduction_layers=(1, 2, 3)), models=["copa"], tasks=_ablation_tasks),
+    "tpd3": dict(model=dict(reduction_layers=(3, 4, 5)), models=["copa"], tasks=_ablation_tasks),
+}
+efficiency = dict(scale="tiny", batch=4, repeats=5)

@@ -1,0 +1,66 @@
+"""Image captioning: fine-tune the PrefixLM decoder (with the whole backbone) on the training captions, test on
+the Karpathy test split.
+
+Training is the pre-training PrefixLM loss alone, one sample per training caption (CaptionDataset,
+``copa_bench.vlp_collate``). Testing captions each image of the Karpathy ``test`` split once
+(RetrievalDataset: one row per image, its five captions the references) and scores corpus BLEU-4 and
+CIDEr-D (CaptionMetric). Decoding is beam search with 3 beams (``num_beams = 3``, BLIP's setting;
+``length_penalty`` 1 ranks hypotheses by mean token log-probability), at most 20 tokens; ``num_beams = 1``
+decodes greedily, about twice as fast: on the tiny benchmark greedy captions tend to repeat one phrase
+("a green square and a green square and ...") where beam search finds more varied ones and scores higher.
+Validation uses the Karpathy ``val`` split the same way. Only models with a decoder apply (not vilt).
+
+The tiny schedule is 300 iterations of 64 captions (about 1.3 epochs) at lr 5e-4; ALBEF from its tiny pre-training
+reaches BLEU-4 17.9 / CIDEr 45.4 on test with 3 beams (greedy: 14.1 / 39.6), where the most frequent training
+caption given to every image scores 11.3 / 18.8.
+"""
+
+batch_size = 64
+max_iters = 300
+requires = ["decoder"]
+
+task_model = dict(type="CaptionModel", tokenizer=None, num_beams=3, max_length=20, length_penalty=1.0)
+
+pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=True),
+    collate_fn=dict(type="copa_bench.vlp_collate", tokenizer=None, max_length=40),
+    dataset=dict(type="CaptionDataset", data_root=None, ann_file="annotations/captions_train.json",
+                 data_prefix=dict(img_path="images"), pipeline=pipeline),
+)
+val_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    collate_fn=dict(type="copa_bench.caption_collate"),
+    dataset=dict(type="RetrievalDataset", data_root=None, ann_file="karpathy/dataset_coco.json", split="val",
+                 pipeline=pipeline),
+)
+val_evaluator = dict(type="CaptionMetric")
+test_dataloader = dict(val_dataloader, dataset=dict(val_dataloader["dataset"], split="test"))
+test_evaluator = val_evaluator
+
+train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict()
+test_cfg = dict()
+
+optim_wrapper = dict(
+    optimizer=dict(type="AdamW", lr=5e-4, weight_decay=0.02, betas=(0.9, 0.98)),
+    clip_grad=dict(max_norm=5.0),
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=30),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-6),
+]
+
+default_hooks = dict(
+    timer=dict(type="IterTimerHook"),
+    logger=dict(type="LoggerHook", interval=50),
+    param_scheduler=dict(type="ParamSchedulerHook"),
+    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
+    sampler_seed=dict(type="DistSamplerSeedHook"),
+)
+log_processor = dict(by_epoch=False, window_size=50)

@@ -1,0 +1,54 @@
+"""Image-text retrieval on the Karpathy split: fine-tuning with ITC + ITM on the training captions, testing
+over the whole test gallery with an ITC shortlist of k = 16 re-ranked by ITM (RetrievalTestLoop).
+
+Zero-shot retrieval is ``copa-bench test --task retrieval --checkpoint <pre-training checkpoint>``; the
+fine-tuned result is ``copa-bench train --task retrieval`` then ``test`` with its checkpoint. ViLT has no
+text-free embedding to shortlist with, so the task does not apply to it (ranking every pair with ITM is
+the alternative, not run here).
+"""
+
+batch_size = 32
+max_iters = 200
+requires = ["itc"]
+
+task_model = dict(type="RetrievalModel", k=16)
+
+pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=True),
+    collate_fn=dict(type="copa_bench.vlp_collate", tokenizer=None, max_length=40),
+    dataset=dict(type="CaptionDataset", data_root=None, ann_file="annotations/captions_train.json",
+                 data_prefix=dict(img_path="images"), pipeline=pipeline),
+)
+test_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    collate_fn=dict(type="copa_bench.retrieval_collate", tokenizer=None, max_length=40),
+    dataset=dict(type="RetrievalDataset", data_root=None, ann_file="karpathy/dataset_coco.json", split="test",
+                 data_prefix=dict(img_path=""), pipeline=pipeline),  # the split file gives "filepath"
+)
+test_evaluator = dict(type="RetrievalMetric")
+test_cfg = dict(type="RetrievalTestLoop")
+
+train_cfg = dict(by_epoch=False, max_iters=max_iters)
+optim_wrapper = dict(
+    optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.02, betas=(0.9, 0.98)),
+    clip_grad=dict(max_norm=5.0),
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=20, end=max_iters, eta_min=1e-6),
+]
+default_hooks = dict(
+    timer=dict(type="IterTimerHook"),
+    logger=dict(type="LoggerHook", interval=50),
+    param_scheduler=dict(type="ParamSchedulerHook"),
+    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
+    sampler_seed=dict(type="DistSamplerSeedHook"),
+)
+log_processor = dict(by_epoch=False, window_size=50)
+custom_hooks = [dict(type="EfficiencyHook", repeats=3)]

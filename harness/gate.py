@@ -1,0 +1,291 @@
+"""The regression gate: compare the store's latest results with a committed baseline, for CI.
+
+Rules per baseline entry (model, task, variant, metric), values averaged over seeds:
+
+- accuracy: may rise freely; a drop beyond the tolerance fails (absolute, in the metric's own units:
+  points for the x100 metrics; ``baseline update`` writes 0.02 overrides for metrics reported in [0, 1]);
+- flops (``gmacs``, ``params_m``, ``speedup_flops``): deterministic, so equal to 1e-9 relative;
+- speed_ratio (``speedup_time``, a ratio to the reference model timed in the same process): fails when
+  ``now < baseline * (1 - tolerance)``;
+- info (absolute ``pairs_per_s``, ``latency_ms``): reported, never gates (machines differ);
+- an entry with no result fails as "missing" (info entries excepted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.results import DEFAULT_STORE, EFFICIENCY_TASK, latest, read_rows, store_file, utc_now, write_atomic
+
+DEFAULT_BASELINE = "results/baseline.json"
+DEFAULT_TOLERANCES = {"accuracy": 2.0, "speed_ratio": 0.15}
+FLOP_RELATIVE = 1e-9
+KINDS = ("accuracy", "flops", "speed_ratio", "info")
+FLOP_METRICS = frozenset({"gmacs", "params_m", "speedup_flops"})
+SPEED_RATIO_METRICS = frozenset({"speedup_time"})
+INFO_METRICS = frozenset({"pairs_per_s", "latency_ms"})
+# metrics the harness reports as fractions in [0, 1] (not x100): their accuracy tolerance is scaled by 1/100
+FRACTION_METRICS = frozenset({"itm_acc", "itm_auc", "itc_r1", "patch_auc"})
+ENTRY_KEYS = ("model", "task", "variant", "metric", "value", "kind")
+
+Key = tuple[str, str, str, str]
+
+
+def metric_kind(task: str, metric: str) -> str:
+    """Which rule gates a metric."""
+    if metric in FLOP_METRICS:
+        return "flops"
+    if metric in SPEED_RATIO_METRICS:
+        return "speed_ratio"
+    if metric in INFO_METRICS or task == EFFICIENCY_TASK:
+        return "info"
+    return "accuracy"
+
+
+def aggregate(rows: Iterable[Mapping], suite: str | None = None) -> dict[Key, tuple[float | None, str]]:
+    """(value, reason) per key: the mean over seeds of the latest 'ok' rows; (None, reason) when all are n/a."""
+    groups: dict[Key, list[Mapping]] = {}
+    for row in latest(rows):
+        if suite is None or row["suite"] == suite:
+            groups.setdefault((row["model"], row["task"], row["variant"], row["metric"]), []).append(row)
+    out = {}
+    for key, group in groups.items():
+        values = [r["value"] for r in group if r["status"] == "ok"]
+        out[key] = (sum(values) / len(values), "") if values else (None, group[0]["reason"])
+    return out
+
+
+def _pick_suite(rows: list[dict], suite: str | None, where: str | os.PathLike) -> str:
+    suites = sorted({r["suite"] for r in rows})
+    if suite is None:
+        if len(suites) > 1:
+            raise InputError(where, "--suite", f"the store holds several suites ({', '.join(suites)}); choose one")
+        return suites[0]
+    if suite not in suites:
+        raise InputError(where, "--suite", f"no rows of suite {suite!r} (the store holds {', '.join(suites)})")
+    return suite
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+
+
+def make_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = None,
+                  tolerances: Mapping | None = None) -> dict:
+    """A baseline from the store's latest rows of one suite (mean over seeds), with the given tolerances.
+
+    Default tolerances add a 0.02 override for each fraction-valued metric present (2 points of 100).
+    """
+    rows = read_rows(store_dir)
+    path = store_file(store_dir)
+    if not rows:
+        raise InputError(path, None, "no results in the store to make a baseline from")
+    suite = _pick_suite(rows, suite, path)
+    used = [r for r in latest(rows) if r["suite"] == suite]
+    values = aggregate(used)
+    entries = [{"model": m, "task": t, "variant": v, "metric": k, "value": value, "kind": metric_kind(t, k)}
+               for (m, t, v, k), (value, _) in sorted(values.items())]
+    if tolerances is None:
+        fractions = sorted({e["metric"] for e in entries if e["metric"] in FRACTION_METRICS
+                            and e["kind"] == "accuracy"})
+        tolerances = {**DEFAULT_TOLERANCES, "per_metric": {m: DEFAULT_TOLERANCES["accuracy"] / 100 for m in fractions}}
+    newest = max(used, key=lambda r: r["created"])
+    return {
+        "created": utc_now(),
+        "suite": suite,
+        "provenance": {
+            "suite": suite,
+            "scales": sorted({r["scale"] for r in used}),
+            "git_commits": sorted({r["git_commit"] for r in used}),
+            "git_dirty": any(r["git_dirty"] for r in used),
+            "versions": newest["versions"],
+            "machines": sorted({f"{r['machine']['cpu']}, {r['machine']['threads']} threads" for r in used}),
+            "seeds": sorted({r["seed"] for r in used}),
+            "rows": len(used),
+        },
+        "tolerances": dict(tolerances),
+        "entries": entries,
+    }
+
+
+def update_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, out: str | os.PathLike = DEFAULT_BASELINE,
+                    suite: str | None = None) -> dict:
+    """Rewrite the baseline file atomically; an existing file's tolerances (hand-tuned overrides) are kept."""
+    tolerances = None
+    if Path(out).exists():
+        try:
+            tolerances = load_baseline(out)["tolerances"]
+        except InputError:
+            tolerances = None  # an unreadable old baseline is simply replaced
+    baseline = make_baseline(store_dir, suite, tolerances)
+    write_atomic(out, json.dumps(baseline, indent=2) + "\n")
+    return baseline
+
+
+def _number(value, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def load_baseline(path: str | os.PathLike) -> dict:
+    """Read and validate a baseline file; anything malformed is an InputError naming the field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "no such baseline file (make one with `copa-bench baseline update`)") from None
+    except IsADirectoryError:
+        raise InputError(path, None, "is a directory, expected a baseline JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, None, f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, None, "must be a JSON object")
+    tolerances = data.get("tolerances")
+    if not isinstance(tolerances, dict):
+        raise InputError(path, "tolerances", "must be an object like {\"accuracy\": 2.0, \"speed_ratio\": 0.15}")
+    for key in DEFAULT_TOLERANCES:
+        if key in tolerances and not (_number(tolerances[key]) and tolerances[key] >= 0):
+            raise InputError(path, f"tolerances.{key}", f"must be a number >= 0, got {tolerances[key]!r}")
+    if "speed_ratio" in tolerances and tolerances["speed_ratio"] >= 1:
+        raise InputError(path, "tolerances.speed_ratio", "must be below 1 (a fraction of the baseline ratio)")
+    per_metric = tolerances.get("per_metric", {})
+    if not isinstance(per_metric, dict):
+        raise InputError(path, "tolerances.per_metric", "must be an object {metric or task/metric: tolerance}")
+    for name, value in per_metric.items():
+        if not (_number(value) and value >= 0):
+            raise InputError(path, f"tolerances.per_metric.{name}", f"must be a number >= 0, got {value!r}")
+    if "suite" in data and not isinstance(data["suite"], str):
+        raise InputError(path, "suite", "must be a string")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise InputError(path, "entries", "must be a list")
+    seen = set()
+    for i, entry in enumerate(entries):
+        where = f"entries[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(path, where, "must be an object")
+        for key in ENTRY_KEYS:
+            if key not in entry:
+                raise InputError(path, f"{where}.{key}", "missing")
+        for key in ("model", "task", "variant", "metric"):
+            if not isinstance(entry[key], str):
+                raise InputError(path, f"{where}.{key}", f"must be a string, got {entry[key]!r}")
+        if entry["kind"] not in KINDS:
+            raise InputError(path, f"{where}.kind", f"must be one of {', '.join(KINDS)}, got {entry['kind']!r}")
+        if not _number(entry["value"], allow_none=True):
+            raise InputError(path, f"{where}.value", f"must be a finite number or null, got {entry['value']!r}")
+        if "tolerance" in entry and not (_number(entry["tolerance"]) and entry["tolerance"] >= 0):
+            raise InputError(path, f"{where}.tolerance", f"must be a number >= 0, got {entry['tolerance']!r}")
+        key = (entry["model"], entry["task"], entry["variant"], entry["metric"])
+        if key in seen:
+            raise InputError(path, where, f"duplicate entry for {'/'.join(key)}")
+        seen.add(key)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------- check
+
+
+@dataclass
+class Check:
+    """One baseline entry judged against the results."""
+
+    model: str
+    task: str
+    variant: str
+    metric: str
+    kind: str
+    baseline: float | None
+    now: float | None
+    rule: str
+    passed: bool
+    why: str = ""
+
+
+def _tolerance(entry: Mapping, tolerances: Mapping) -> float:
+    if "tolerance" in entry:
+        return float(entry["tolerance"])
+    per_metric = tolerances.get("per_metric", {})
+    for name in (f"{entry['task']}/{entry['metric']}", entry["metric"]):
+        if name in per_metric:
+            return float(per_metric[name])
+    return float(tolerances.get(entry["kind"], DEFAULT_TOLERANCES.get(entry["kind"], 0.0)))
+
+
+def judge(entry: Mapping, result: tuple[float | None, str] | None, tolerances: Mapping) -> Check:
+    """Apply the entry's rule to the aggregated result (None: the store has no such row)."""
+    kind, base = entry["kind"], entry["value"]
+    check = Check(entry["model"], entry["task"], entry["variant"], entry["metric"], kind, base,
+                  None if result is None else result[0], rule="", passed=True)
+    tol = _tolerance(entry, tolerances)
+    check.rule = {"accuracy": f"drop <= {tol:g}", "flops": f"equal ({FLOP_RELATIVE:g} rel.)",
+                  "speed_ratio": f">= {1 - tol:g} x baseline", "info": "info only"}[kind]
+    if result is None:
+        if kind != "info":
+            check.passed, check.why = False, "missing: no result in the store"
+        return check
+    now, reason = result
+    if kind == "info" or base is None:  # not gated, or nothing to compare with (n/a in the baseline)
+        return check
+    if now is None:
+        check.passed, check.why = False, f"now n/a ({reason})"
+    elif kind == "accuracy" and now < base - tol:
+        check.passed, check.why = False, f"dropped by {base - now:.4g} (tolerance {tol:g})"
+    elif kind == "flops" and abs(now - base) > FLOP_RELATIVE * max(abs(base), abs(now)):
+        change = f"{100 * (now - base) / base:+.3g}%" if base else f"{now - base:+.4g}"
+        check.passed, check.why = False, f"changed by {change}"
+    elif kind == "speed_ratio" and now < base * (1 - tol):
+        check.passed, check.why = False, f"ratio fell {100 * (1 - now / base):.1f}% (allowed {100 * tol:.0f}%)"
+    return check
+
+
+def check_results(baseline: Mapping, rows: Iterable[Mapping], suite: str | None = None) -> list[Check]:
+    """Judge every baseline entry against the latest rows of the baseline's suite (or ``suite``)."""
+    results = aggregate(rows, suite if suite is not None else baseline.get("suite"))
+    tolerances = baseline["tolerances"]
+    return [judge(e, results.get((e["model"], e["task"], e["variant"], e["metric"])), tolerances)
+            for e in baseline["entries"]]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.6g}"
+
+
+def format_report(checks: list[Check], baseline_path: str | os.PathLike | None = None) -> str:
+    """A table of the failed checks and a one-line summary (the last line)."""
+    failed = [c for c in checks if not c.passed]
+    lines = []
+    if failed:
+        head = ("model", "task", "variant", "metric", "baseline", "now", "rule", "why")
+        body = [(c.model, c.task, c.variant or "default", c.metric, _fmt(c.baseline), _fmt(c.now),
+                 f"{c.kind}: {c.rule}", c.why) for c in failed]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+        for row in (head, *body):
+            lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("")
+    by_kind: dict[str, int] = {}
+    for c in failed:
+        label = "missing" if c.now is None and c.why.startswith("missing") else c.kind
+        by_kind[label] = by_kind.get(label, 0) + 1
+    gated = sum(c.kind != "info" for c in checks)
+    source = f" against {baseline_path}" if baseline_path else ""
+    if failed:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+        names = ", ".join(f"{c.model} {c.metric}" for c in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        lines.append(f"check FAILED{source}: {len(failed)} of {gated} gated checks regressed ({kinds}): {names}")
+    else:
+        lines.append(f"check passed{source}: {gated} gated checks ok, {len(checks) - gated} info-only")
+    return "\n".join(lines)
+
+
+def run_check(baseline_path: str | os.PathLike, store_dir: str | os.PathLike = DEFAULT_STORE,
+              suite: str | None = None) -> tuple[int, str]:
+    """(exit status, report): 1 on any regression, 0 otherwise; a bad baseline raises InputError."""
+    baseline = load_baseline(baseline_path)
+    checks = check_results(baseline, read_rows(store_dir), suite)
+    return (1 if any(not c.passed for c in checks) else 0), format_report(checks, baseline_path)

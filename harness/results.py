@@ -1,0 +1,353 @@
+"""The append-only results store: one JSON line per (suite, model, task, variant, metric, seed) measurement.
+
+Every row carries its own provenance (git commit and dirty flag, library versions, machine, config and
+data hashes), so a table or a gate verdict can always be traced back to what produced it. Appends are
+one ``os.write`` under an exclusive ``flock`` on an ``O_APPEND`` file: concurrent jobs never lose or
+interleave rows. A crash can still leave a truncated last line; readers skip it with a warning.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputError
+
+DEFAULT_STORE = "results/store"
+ROWS_FILE = "rows.jsonl"
+EFFICIENCY_TASK = "efficiency"
+EFFICIENCY_METRICS = ("gmacs", "params_m", "pairs_per_s", "latency_ms", "speedup_flops", "speedup_time")
+VERSION_KEYS = ("python", "torch", "mmengine", "transformers", "timm", "fvcore")
+KEY_FIELDS = ("suite", "model", "task", "variant", "metric", "seed")
+STATUSES = ("ok", "n/a")
+
+# field -> (accepted types, description); ``bool`` is excluded from the numeric fields explicitly below
+_STR, _INT, _NUM, _BOOL, _DICT = (str,), (int,), (int, float), (bool,), (dict,)
+SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "suite": (_STR, "a string"),
+    "model": (_STR, "a string"),
+    "task": (_STR, "a string"),
+    "variant": (_STR, "a string ('' for the default config)"),
+    "seed": (_INT, "an integer"),
+    "scale": (_STR, "a string"),
+    "metric": (_STR, "a string"),
+    "value": (_NUM + (type(None),), "a number or null"),
+    "status": (_STR, "'ok' or 'n/a'"),
+    "reason": (_STR, "a string"),
+    "job_hash": (_STR, "a string"),
+    "data_hash": (_STR, "a string"),
+    "git_commit": (_STR, "a string"),
+    "git_dirty": (_BOOL, "true or false"),
+    "versions": (_DICT, "an object"),
+    "machine": (_DICT, "an object"),
+    "created": (_STR, "an ISO-8601 UTC time"),
+    "wall_s": (_NUM, "a number"),
+}
+ROW_KEYS = tuple(SCHEMA)
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StoreWarning(UserWarning):
+    """A line of the store that cannot be read (e.g. truncated by a crash): skipped, never fatal."""
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(_REPO_ROOT), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance() -> dict:
+    """What a row was produced by, so that numbers from different commits or machines are never confused.
+
+    Without git (or outside a repository) the commit is "unknown" and the tree counts as dirty, since
+    nothing proves it clean. Untracked files do not make the tree dirty (outputs land there).
+    """
+    head = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if head else None
+    versions = {"python": platform.python_version()}
+    versions.update({name: _version(name) for name in VERSION_KEYS[1:]})
+    from harness.profiling.speed import machine
+
+    info = machine()
+    return {
+        "git_commit": head.strip() if head else "unknown",
+        "git_dirty": True if status is None else bool(status.strip()),
+        "versions": versions,
+        "machine": {"cpu": str(info["cpu"]), "threads": int(info["threads"])},
+    }
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, type) or callable(obj):
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+    raise TypeError(f"cannot hash a {type(obj).__name__} in a job config")
+
+
+def job_hash(config: Mapping) -> str:
+    """Identifies a job by its full config, key order ignored, so a resumed suite can skip finished jobs."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_canonical, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def utc_now() -> str:
+    """Row timestamps: UTC with microseconds, so that a rerun's rows sort after the run they supersede."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+# --------------------------------------------------------------------------------------------------- rows
+
+
+def _parse_created(value: str) -> _dt.datetime | None:
+    try:
+        when = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None or when.utcoffset() != _dt.timedelta(0):
+        return None
+    return when
+
+
+def validate_row(row: Any, path: str | os.PathLike | None = None, where: str = "row") -> None:
+    """Raise InputError naming the first field of ``row`` that breaks the schema (``where`` prefixes it)."""
+    if not isinstance(row, Mapping):
+        raise InputError(path, where, f"must be an object, got {type(row).__name__}")
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        raise InputError(path, f"{where}.{missing[0]}", "missing")
+    extra = sorted(k for k in row if k not in SCHEMA)
+    if extra:
+        raise InputError(path, f"{where}.{extra[0]}", f"unknown field (expected only {', '.join(ROW_KEYS)})")
+    for key, (types, what) in SCHEMA.items():
+        value = row[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise InputError(path, f"{where}.{key}", f"must be {what}, got {type(value).__name__} {value!r}")
+    if row["status"] not in STATUSES:
+        raise InputError(path, f"{where}.status", f"must be 'ok' or 'n/a', got {row['status']!r}")
+    value = row["value"]
+    if row["status"] == "ok":
+        if value is None or not math.isfinite(value):
+            raise InputError(path, f"{where}.value", f"must be a finite number when status is 'ok', got {value!r} "
+                             "(record status 'n/a' with a reason instead)")
+        if row["reason"]:
+            raise InputError(path, f"{where}.reason", "must be empty when status is 'ok'")
+    else:
+        if value is not None:
+            raise InputError(path, f"{where}.value", f"must be null when status is 'n/a', got {value!r}")
+        if not row["reason"]:
+            raise InputError(path, f"{where}.reason", "must say why when status is 'n/a'")
+    for key in ("suite", "model", "task", "metric", "job_hash"):
+        if not row[key]:
+            raise InputError(path, f"{where}.{key}", "must not be empty")
+    versions = row["versions"]
+    for name in VERSION_KEYS:
+        if not isinstance(versions.get(name), str):
+            raise InputError(path, f"{where}.versions.{name}", "must be a version string")
+    machine = row["machine"]
+    if not isinstance(machine.get("cpu"), str):
+        raise InputError(path, f"{where}.machine.cpu", "must be a string")
+    threads = machine.get("threads")
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise InputError(path, f"{where}.machine.threads", f"must be an integer, got {threads!r}")
+    if _parse_created(row["created"]) is None:
+        raise InputError(path, f"{where}.created", f"must be an ISO-8601 UTC time, got {row['created']!r}")
+    if not math.isfinite(row["wall_s"]) or row["wall_s"] < 0:
+        raise InputError(path, f"{where}.wall_s", f"must be a finite number >= 0, got {row['wall_s']!r}")
+
+
+def make_row(*, suite: str, model: str, task: str, metric: str, value: float | None, seed: int, scale: str,
+             job_hash: str, data_hash: str, variant: str = "", reason: str = "", wall_s: float = 0.0,
+             prov: Mapping | None = None, created: str | None = None) -> dict:
+    """One schema row; a missing or NaN value becomes an 'n/a' row (an undefined metric is not a number)."""
+    prov = provenance() if prov is None else prov
+    if value is not None and not math.isfinite(float(value)):
+        value, reason = None, reason or f"undefined ({value})"
+    status = "ok" if value is not None else "n/a"
+    if status == "n/a" and not reason:
+        reason = "not measured"
+    return {
+        "suite": suite, "model": model, "task": task, "variant": variant, "seed": int(seed), "scale": scale,
+        "metric": metric, "value": None if value is None else float(value), "status": status,
+        "reason": reason if status == "n/a" else "", "job_hash": job_hash, "data_hash": data_hash,
+        "git_commit": prov["git_commit"], "git_dirty": bool(prov["git_dirty"]), "versions": dict(prov["versions"]),
+        "machine": dict(prov["machine"]), "created": created or utc_now(), "wall_s": float(wall_s),
+    }
+
+
+def metric_rows(metrics: Mapping[str, float | None], **common: Any) -> list[dict]:
+    """Rows for every metric of one job (same job_hash, same timestamp); see :func:`make_row`."""
+    if common.get("prov") is None:
+        common["prov"] = provenance()
+    if common.get("created") is None:
+        common["created"] = utc_now()
+    return [make_row(metric=name, value=value, **common) for name, value in metrics.items()]
+
+
+def efficiency_rows(profile_rows: Sequence[Any], *, suite: str, scale: str, seed: int = 0, job_hash: str,
+                    data_hash: str = "", size_variants: bool | None = None, wall_s: float = 0.0,
+                    prov: Mapping | None = None) -> list[dict]:
+    """Store rows (task "efficiency") from ``harness.profiling.efficiency.ProfileRow``s.
+
+    The variant is the image size when the rows span several sizes (or ``size_variants`` is set), else "".
+    """
+    sizes = {r.image_size for r in profile_rows}
+    by_size = len(sizes) > 1 if size_variants is None else size_variants
+    prov = provenance() if prov is None else prov
+    created = utc_now()
+    rows = []
+    for r in profile_rows:
+        metrics = {name: getattr(r, name) for name in EFFICIENCY_METRICS}
+        rows += metric_rows(metrics, suite=suite, model=r.model, task=EFFICIENCY_TASK, seed=seed, scale=scale,
+                            job_hash=job_hash, data_hash=data_hash, variant=str(r.image_size) if by_size else "",
+                            wall_s=wall_s, prov=prov, created=created)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------- store
+
+
+def store_file(store_dir: str | os.PathLike) -> Path:
+    """The rows file of a store; a path to a ``.jsonl`` file is taken as the file itself."""
+    path = Path(store_dir)
+    return path if path.suffix == ".jsonl" else path / ROWS_FILE
+
+
+def append_rows(store_dir: str | os.PathLike, rows: Iterable[Mapping]) -> int:
+    """Append rows atomically: all validated first (nothing written on a bad row), then one locked write.
+
+    A last line left without its newline by a crash is terminated first, so it cannot swallow a new row.
+    Returns the number of rows written.
+    """
+    rows = list(rows)
+    path = store_file(store_dir)
+    for i, row in enumerate(rows):
+        validate_row(row, path, f"row {i}")
+    if not rows:
+        return 0
+    ordered = [{k: (float(row[k]) if k in ("value", "wall_s") and row[k] is not None else row[k])
+                for k in ROW_KEYS} for row in rows]
+    payload = "".join(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n" for row in ordered).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                payload = b"\n" + payload
+            view = memoryview(payload)
+            while view:  # a regular file takes it in one write; loop only for safety
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return len(rows)
+
+
+def read_rows(store_dir: str | os.PathLike) -> list[dict]:
+    """All valid rows in file order; unreadable lines are skipped with a StoreWarning naming file and line."""
+    path = store_file(store_dir)
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+            try:
+                data = f.read()
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return []
+    except IsADirectoryError:
+        raise InputError(path, None, "is a directory, expected the store's rows file") from None
+    rows = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8", errors="replace"))
+        except json.JSONDecodeError as e:
+            warnings.warn(f"{path}:{number}: skipped a line that is not valid JSON ({e.msg}; truncated?)",
+                          StoreWarning, stacklevel=2)
+            continue
+        try:
+            validate_row(row, None, "row")
+        except InputError as e:
+            warnings.warn(f"{path}:{number}: skipped a row that breaks the schema ({e})", StoreWarning, stacklevel=2)
+            continue
+        rows.append(row)
+    return rows
+
+
+def completed_jobs(store_dir: str | os.PathLike) -> set[str]:
+    """Jobs with rows in the store; a resumed suite skips them (a job appends its rows in one call)."""
+    return {row["job_hash"] for row in read_rows(store_dir)}
+
+
+def row_key(row: Mapping) -> tuple:
+    """What a rerun supersedes: (suite, model, task, variant, metric, seed)."""
+    return tuple(row[k] for k in KEY_FIELDS)
+
+
+def latest(rows: Iterable[Mapping]) -> list[dict]:
+    """The newest row per (suite, model, task, variant, metric, seed); a rerun supersedes, never averages."""
+    best: dict[tuple, tuple[_dt.datetime, int, Mapping]] = {}
+    for i, row in enumerate(rows):
+        when = _parse_created(row["created"]) or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+        key = row_key(row)
+        if key not in best or (when, i) >= best[key][:2]:
+            best[key] = (when, i, row)
+    return [dict(row) for _, _, row in sorted(best.values(), key=lambda item: item[1])]
+
+
+# ------------------------------------------------------------------------------------------ atomic output
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write through a temporary file in the same directory renamed into place: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,229 @@
+"""Suites: a config (configs/suites/<name>.py) expands into jobs (model x variant x seed x task), each run by
+the mmengine Runner and recorded in the results store, one row per metric with its provenance.
+
+Per (model, variant, seed) the pre-training job runs once and every downstream task of that model starts
+from its checkpoint. A job whose config hash is already in the store is skipped, so an interrupted suite
+resumes where it stopped; a task that does not apply to a model is recorded as "n/a" with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import InputError, NotApplicable
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
+
+
+@dataclass
+class Job:
+    """One Runner job of a suite. ``kind``: 'pretrain', 'finetune' (train then test), 'test' (a pre-training
+    checkpoint tested as is: zero-shot retrieval, patch detection) or 'efficiency'."""
+
+    kind: str
+    model: str
+    task: str
+    variant: str
+    seed: int
+    config: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        variant = f"[{self.variant}]" if self.variant else ""
+        return f"{self.kind} {self.task} {self.model}{variant} seed {self.seed}"
+
+
+def load_suite(name: str):
+    """The suite config ``configs/suites/<name>.py`` (or a suite config file) as an mmengine Config."""
+    from mmengine.config import Config
+
+    path = Path(name) if name.endswith(".py") else CONFIG_DIR / f"{name}.py"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+        raise InputError(None, "SUITE", f"unknown suite {name!r} (choose from {', '.join(known)})")
+    cfg = Config.fromfile(str(path))
+    for key in ("models", "seeds"):
+        if not cfg.get(key):
+            raise InputError(path, key, "must be a non-empty list")
+    if not cfg.get("tasks") and not cfg.get("efficiency"):
+        raise InputError(path, "tasks", "a suite needs tasks or an efficiency job")
+    return cfg
+
+
+def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
+    """Every job of a suite in the order it runs: per seed and variant, each model's pre-training followed by
+    its tasks; the efficiency job last. ``seeds``, ``variants`` and ``models`` select a part of the suite."""
+    jobs: list[Job] = []
+    chosen = {k: v for k, v in (suite.get("variants") or {"": {}}).items() if variants is None or k in variants}
+    for seed in suite.seeds if seeds is None else [s for s in suite.seeds if s in seeds]:
+        if not suite.get("tasks"):
+            break
+        for variant, spec in chosen.items():
+            for model in spec.get("models", suite.models):
+                if models is not None and model not in models:
+                    continue
+                jobs.append(Job("pretrain", model, "pretrain", variant, seed, dict(spec)))
+                for task in spec.get("tasks", suite.tasks):
+                    kind = "test" if task in suite.get("test_only", ()) else "finetune"
+                    jobs.append(Job(kind, model, task, variant, seed, dict(spec)))
+    if suite.get("efficiency") and (variants is None or "" in variants):
+        jobs.append(Job("efficiency", ",".join(suite.efficiency.get("models", suite.models)), "efficiency", "",
+                        0, dict(suite.efficiency)))
+    return jobs
+
+
+def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: Path):
+    from harness.runner import build_config
+
+    task = "retrieval" if job.task == "retrieval_zeroshot" else job.task
+    overrides = dict(job.config.get("model", {}))
+    cfg = build_config(job.model, task, scale=suite.get("scale", "tiny"), data=suite.get("data"),
+                       work_dir=work_dir, seed=job.seed, checkpoint=checkpoint, testing=testing,
+                       max_iters=None if testing else suite.get("max_iters", {}).get(job.task),
+                       model_overrides=overrides, vision_init=suite.get("vision_init", "auto"))
+    if job.task == "pretrain" and "pta_fraction" in job.config:
+        cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
+    for loader in ("val_dataloader", "test_dataloader"):
+        limit = suite.get("eval_limit", {}).get(job.task)
+        if limit and cfg.get(loader):
+            cfg[loader].dataset.indices = limit
+    return cfg
+
+
+def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
+              say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None) -> dict[str, int]:
+    """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
+    of jobs run, skipped and not applicable."""
+    from harness.data.benchmark import read_manifest
+    from harness.results import append_rows, completed_jobs, job_hash, make_row, provenance
+    from harness.runner import ensure_benchmark
+
+    say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+    suite = load_suite(name)
+    name = Path(name).stem
+    root = ensure_benchmark(suite.get("data"))
+    suite.data = str(root)
+    data_hash = read_manifest(root)["content_sha256"]
+    done = completed_jobs(results_dir)
+    jobs = plan(suite, seeds, variants, models)
+    work_root = Path(work_root) / name
+    counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
+    pretrained: dict[tuple, Path] = {}
+    started = time.perf_counter()
+    prov = provenance()
+    for number, job in enumerate(jobs, 1):
+        prefix = f"[{number}/{len(jobs)} {_clock(time.perf_counter() - started)}] {job.name}"
+        base = dict(suite=name, model=job.model, task=job.task, variant=job.variant, seed=job.seed,
+                    scale=suite.get("scale", "tiny"), data_hash=data_hash, prov=prov)
+        try:
+            rows, skipped = _run_job(suite, job, work_root, pretrained, data_hash, done, base)
+        except NotApplicable as e:
+            digest = job_hash({"not_applicable": job.name, "suite": name, "data": data_hash})
+            counts["not_applicable"] += 1
+            say(f"{prefix}: not applicable ({e})")
+            if digest not in done:
+                append_rows(results_dir, [make_row(metric="*", value=None, reason=str(e), job_hash=digest, **base)])
+            continue
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # one broken job must not stop the suite; it is reported and leaves no row
+            counts["failed"] += 1
+            say(f"{prefix}: FAILED: {type(e).__name__}: {e}")
+            continue
+        if skipped:
+            counts["skipped"] += 1
+            say(f"{prefix}: already in the store, skipped")
+            continue
+        append_rows(results_dir, rows)
+        counts["run"] += 1
+        shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in rows[:4] if r["value"] is not None)
+        say(f"{prefix}: {rows[0]['wall_s']:.0f}s  {shown}")
+    say(f"suite {name}: {counts['run']} jobs run, {counts['skipped']} skipped (already in {results_dir}), "
+        f"{counts['not_applicable']} not applicable, {counts['failed']} failed, "
+        f"{_clock(time.perf_counter() - started)}")
+    return counts
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _metric_rows(base: dict, metrics: dict[str, float], job_hash: str, wall_s: float) -> list[dict]:
+    from harness.results import metric_rows
+
+    return metric_rows(metrics, job_hash=job_hash, wall_s=wall_s, **base)
+
+
+def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str, done: set[str],
+             base: dict) -> tuple[list[dict], bool]:
+    from harness.runner import finished_job, job_digest, test, train
+
+    key = (job.model, job.variant, job.seed)
+    work_dir = work_root / f"{job.model}{'_' + job.variant if job.variant else ''}_seed{job.seed}" / job.task
+    if job.kind == "efficiency":
+        return _efficiency(suite, job, data_hash, done, base)
+    if job.kind == "pretrain":
+        cfg = _job_cfg(suite, job, None, False, work_dir)
+        digest = job_digest(cfg)
+        # the same job run by 'copa-bench train' (its default work dir) counts as done
+        standard = Path("work_dirs") / "pretrain" / f"{job.model}_{suite.get('scale', 'tiny')}_seed{job.seed}"
+        for candidate in (work_dir, standard):
+            record = finished_job(candidate, digest)
+            if record is not None:
+                pretrained[key] = Path((candidate / "last_checkpoint").read_text().strip())
+                if digest in done:
+                    return [], True
+                metrics = {k.split("/", 1)[1]: v for k, v in record["summary"].items() if k.startswith("val/")}
+                return _metric_rows(base, metrics, digest, record["wall_s"]), False
+        summary = train(cfg)
+        pretrained[key] = Path((work_dir / "last_checkpoint").read_text().strip())
+        record = finished_job(work_dir, digest)
+        metrics = {k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("val/")}
+        return _metric_rows(base, metrics, digest, record["wall_s"] if record else 0.0), False
+    if key not in pretrained:
+        raise RuntimeError(f"{job.model}: its pre-training job did not finish")
+    start = time.perf_counter()
+    if job.kind == "test":
+        cfg = _job_cfg(suite, job, pretrained[key], True, work_dir)
+        digest = job_digest(cfg)
+        if digest in done:
+            return [], True
+        return _metric_rows(base, test(cfg), digest, time.perf_counter() - start), False
+    cfg = _job_cfg(suite, job, pretrained[key], False, work_dir)
+    digest = job_digest(cfg)
+    if digest in done:
+        return [], True
+    if finished_job(work_dir, digest) is None:
+        train(cfg)
+    tested = _job_cfg(suite, job, Path((work_dir / "last_checkpoint").read_text().strip()), True, work_dir)
+    return _metric_rows(base, test(tested), digest, time.perf_counter() - start), False
+
+
+def _efficiency(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:
+    """FLOPs and speed of the suite's models in one process (speedups against albef, interleaved rounds)."""
+    from copa.build import build_model
+    from harness.profiling.efficiency import profile_models
+    from harness.profiling.speed import pin_threads
+    from harness.results import efficiency_rows, job_hash
+
+    spec = copy.deepcopy(job.config)
+    digest = job_hash({"efficiency": spec, "data": data_hash})
+    if digest in done:
+        return [], True
+    scale = spec.get("scale", "tiny")
+    names = spec.get("models", list(suite.models))
+    start = time.perf_counter()
+    pin_threads(spec.get("threads"))
+    profiled = []
+    for size in spec.get("image_sizes", [None]):
+        models = {n: build_model(n, scale, **({} if size is None else {"image_size": size})) for n in names}
+        image_size = size or next(iter(models.values())).vision.patch_embed.img_size[0]
+        profiled += profile_models(models, image_size=image_size, batch=spec.get("batch", 4),
+                                   repeats=spec.get("repeats", 5))
+    return efficiency_rows(profiled, suite=base["suite"], scale=scale, job_hash=digest, data_hash=data_hash,
+                           wall_s=time.perf_counter() - start, prov=base["prov"]), False

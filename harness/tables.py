@@ -1,0 +1,531 @@
+"""Comparison tables and plots from the results store: the main model x task table, the efficiency table,
+one ablation table per variant family, optional paper reference columns, and Pareto / keep-ratio plots.
+
+Every number is computed from the store's latest rows (a rerun supersedes a row, seeds are aggregated as
+mean ± sample standard deviation), never typed in; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import InputError
+from harness.results import DEFAULT_STORE, EFFICIENCY_TASK, latest, read_rows, store_file, write_atomic
+
+DEFAULT_OUT = "results/tables"
+FORMATS = ("md", "csv", "latex", "html")
+EXTENSIONS = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}
+MODEL_ORDER = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
+HEADLINE = {
+    "pretrain": "itm_auc",
+    "retrieval": "r_mean",
+    "vqa": "vqa_acc",
+    "nlvr2": "acc",
+    "caption": "cider",
+    "grounding": "acc_iou50",
+    "patch_detection": "patch_auc",
+}
+EFFICIENCY_LABELS = {
+    "gmacs": "GMACs",
+    "params_m": "params (M)",
+    "pairs_per_s": "pairs/s",
+    "latency_ms": "latency (ms)",
+    "speedup_flops": "speedup (MACs)",
+    "speedup_time": "speedup (time)",
+}
+MISSING, NOT_APPLICABLE, PLUS_MINUS = "–", "n/a", "±"
+GMACS_NOTE = ("GMACs = 10^9 multiply-adds (1 MAC = 1 FLOP as fvcore counts, attention included) per image-text "
+              "pair: one image and 40 text tokens through the vision, text and fusion encoders.")
+
+
+@dataclass
+class Table:
+    """A rendered-to-strings table with its title and the notes every output format carries along."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PaperReference:
+    """Published numbers for reference columns, with the citation they must be printed with."""
+
+    citation: str
+    rows: list[dict]
+
+
+# ------------------------------------------------------------------------------------------------- loading
+
+
+def load_rows(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = None) -> pd.DataFrame:
+    """The latest row per key of one suite; a store holding several suites needs ``suite`` to pick one."""
+    rows = latest(read_rows(store_dir))
+    path = store_file(store_dir)
+    if not rows:
+        raise InputError(path, None, "no results in the store (run a suite first)")
+    suites = sorted({r["suite"] for r in rows})
+    if suite is None and len(suites) > 1:
+        raise InputError(path, "--suite", f"the store holds several suites ({', '.join(suites)}); choose one")
+    if suite is not None and suite not in suites:
+        raise InputError(path, "--suite", f"no rows of suite {suite!r} (the store holds {', '.join(suites)})")
+    chosen = suite or suites[0]
+    frame = pd.DataFrame([r for r in rows if r["suite"] == chosen])
+    frame["value"] = frame["value"].astype(float)
+    return frame
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN with one seed) and count over seeds per (model, task, variant, metric).
+
+    A key with no 'ok' seed is 'n/a' (with the first reason given); otherwise its 'ok' seeds are averaged.
+    """
+    records = []
+    for (model, task, variant, metric), group in rows.groupby(["model", "task", "variant", "metric"], sort=False):
+        ok = group[group["status"] == "ok"]
+        values = ok["value"].to_numpy(dtype=float)
+        n = int(values.size)
+        records.append({
+            "model": model, "task": task, "variant": variant, "metric": metric,
+            "mean": float(values.mean()) if n else math.nan,
+            "std": float(values.std(ddof=1)) if n > 1 else math.nan,
+            "n": n, "seeds": ",".join(str(s) for s in sorted(ok["seed"])),
+            "status": "ok" if n else "n/a",
+            "reason": "" if n else str(group["reason"].iloc[0]),
+        })
+    columns = ["model", "task", "variant", "metric", "mean", "std", "n", "seeds", "status", "reason"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def load_paper(path: str | os.PathLike) -> PaperReference:
+    """Reference numbers ``{"citation": str, "rows": [{"model", "task", "metric", "value"}]}``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, None, f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, None, "must be a JSON object with 'citation' and 'rows'")
+    citation = data.get("citation")
+    if not isinstance(citation, str) or not citation.strip():
+        raise InputError(path, "citation", "must be a non-empty string (where the numbers come from)")
+    rows = data.get("rows")
+    if not isinstance(rows, list):
+        raise InputError(path, "rows", "must be a list")
+    clean = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(path, f"rows[{i}]", "must be an object")
+        for key in ("model", "task", "metric"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise InputError(path, f"rows[{i}].{key}", "must be a non-empty string")
+        value = row.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(path, f"rows[{i}].value", f"must be a finite number, got {value!r}")
+        clean.append({"model": row["model"], "task": row["task"], "metric": row["metric"], "value": float(value)})
+    return PaperReference(citation.strip(), clean)
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def _decimals(values: Sequence[float]) -> int:
+    """One decimal for numbers >= 10 (accuracy in points), more for small ones (AUCs, tiny-scale GMACs)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    if top >= 10 or top == 0:
+        return 1
+    return min(4, 2 - math.floor(math.log10(top)) if top < 1 else 2)
+
+
+def format_cell(mean: float, std: float, n: int, decimals: int) -> str:
+    """"71.2 ± 0.4" (std omitted for one seed)."""
+    text = f"{mean:.{decimals}f}"
+    return text if n < 2 or not math.isfinite(std) else f"{text} {PLUS_MINUS} {std:.{decimals}f}"
+
+
+def _model_order(models) -> list[str]:
+    present = set(models)
+    return [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
+
+
+def _variant_key(variant: str) -> tuple:
+    return tuple((0, float(chunk), "") if re.fullmatch(r"\d+(\.\d+)?", chunk) else (1, 0.0, chunk)
+                 for chunk in re.findall(r"\d+(?:\.\d+)?|\D+", variant))
+
+
+def variant_family(variant: str) -> str | None:
+    """keep0.3 -> keep, pta_off -> pta, tpd3 -> tpd; None for the default ("") and image sizes ("384")."""
+    if not variant or variant.isdigit():
+        return None
+    match = re.match(r"[A-Za-z]+", variant)
+    return match.group() if match else variant
+
+
+def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, variant: str) -> list[str]:
+    sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.variant == variant)]
+    by_model = {r.model: r for r in sel.itertuples()}
+    decimals = _decimals(sel["mean"].tolist())
+    cells = []
+    for model in models:
+        r = by_model.get(model)
+        if r is None:
+            cells.append(MISSING)
+        elif r.status != "ok":
+            cells.append(NOT_APPLICABLE)
+        else:
+            cells.append(format_cell(r.mean, r.std, r.n, decimals))
+    return cells
+
+
+def _plain(value: float) -> str:
+    return f"{value:g}"
+
+
+def _seed_note(summary: pd.DataFrame) -> str:
+    counts = sorted({int(n) for n in summary.loc[summary.status == "ok", "n"]})
+    seeds = ", ".join(str(c) for c in counts) or "0"
+    return (f"Cells: mean {PLUS_MINUS} sample standard deviation (ddof=1) over seeds ({seeds} per cell; no std with "
+            f"one seed); '{NOT_APPLICABLE}' = not applicable to the model, '{MISSING}' = not measured.")
+
+
+def _provenance_note(rows: pd.DataFrame) -> str:
+    commits = sorted({f"{c[:10]}{'+dirty' if d else ''}" for c, d in zip(rows.git_commit, rows.git_dirty,
+                                                                          strict=True)})
+    machines = sorted({f"{m['cpu']}, {m['threads']} threads" for m in rows.machine})
+    scales = ", ".join(sorted(set(rows.scale)))
+    return (f"Suite {rows.suite.iloc[0]} (scale {scales}); commits {', '.join(commits)}; "
+            f"machines: {'; '.join(machines)}.")
+
+
+def _na_notes(summary: pd.DataFrame) -> list[str]:
+    na = summary[summary.status != "ok"]
+    return [f"n/a: {r.model} {r.task}{f' [{r.variant}]' if r.variant else ''} {r.metric}: {r.reason}"
+            for r in na.drop_duplicates(["model", "task", "reason"]).itertuples()]
+
+
+def _efficiency_variant(summary: pd.DataFrame) -> str | None:
+    """The efficiency rows the main table quotes: the default ones, else the smallest image size."""
+    variants = set(summary.loc[summary.task == EFFICIENCY_TASK, "variant"])
+    if "" in variants:
+        return ""
+    sizes = sorted((v for v in variants if v.isdigit()), key=int)
+    return sizes[0] if sizes else None
+
+
+# -------------------------------------------------------------------------------------------------- tables
+
+
+def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
+               paper: PaperReference | None = None) -> Table:
+    """Models x headline metric per task (default variant), then GMACs and pairs/s, then paper columns."""
+    default = summary[summary.variant == ""]
+    tasks = [t for t in HEADLINE if ((default.task == t) & (default.metric == HEADLINE[t])).any()]
+    models = _model_order(summary.model)
+    paper_rows = paper.rows if paper else []
+    models += [m for m in dict.fromkeys(r["model"] for r in paper_rows) if m not in models]
+    columns: dict[str, list[str]] = {"model": models}
+    paper_keys = list(dict.fromkeys((r["task"], r["metric"]) for r in paper_rows))
+
+    def add_paper(task: str, metric: str, label: str) -> None:
+        if (task, metric) in paper_keys:
+            paper_keys.remove((task, metric))
+            values = {r["model"]: r["value"] for r in paper_rows if (r["task"], r["metric"]) == (task, metric)}
+            columns[f"{label} (paper)"] = [_plain(values[m]) if m in values else MISSING for m in models]
+
+    for task in tasks:
+        label = f"{task} {HEADLINE[task]}"
+        columns[label] = _column(summary, models, task, HEADLINE[task], "")
+        add_paper(task, HEADLINE[task], label)
+    size = _efficiency_variant(summary)
+    if size is not None:
+        for metric in ("gmacs", "pairs_per_s"):
+            if ((summary.task == EFFICIENCY_TASK) & (summary.metric == metric) & (summary.variant == size)).any():
+                label = EFFICIENCY_LABELS[metric] + (f" @{size}px" if size else "")
+                columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size)
+                add_paper(EFFICIENCY_TASK, metric, EFFICIENCY_LABELS[metric])
+    for task, metric in list(paper_keys):
+        add_paper(task, metric, EFFICIENCY_LABELS.get(metric, f"{task} {metric}"))
+    notes = [_seed_note(summary)]
+    if size is not None:
+        notes.append(GMACS_NOTE + " pairs/s: median over interleaved timed rounds, machine-dependent.")
+    notes += _na_notes(default)
+    if rows is not None:
+        notes.append(_provenance_note(rows))
+    if paper:
+        notes.append(f"(paper) columns: {paper.citation}")
+    return Table("main", "Main comparison (headline metric per task)", pd.DataFrame(columns), notes)
+
+
+def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> Table | None:
+    """Every efficiency metric per model (and image size, when variants are sizes); None without such rows."""
+    eff = summary[summary.task == EFFICIENCY_TASK]
+    if eff.empty:
+        return None
+    variants = sorted(set(eff.variant), key=_variant_key)
+    by_size = all(v.isdigit() for v in variants if v)
+    keys = [(m, v) for m in _model_order(eff.model) for v in variants
+            if ((eff.model == m) & (eff.variant == v)).any()]
+    columns: dict[str, list[str]] = {"model": [m for m, _ in keys]}
+    if variants != [""]:
+        columns["px" if by_size else "variant"] = [v or "default" for _, v in keys]
+    for metric, label in EFFICIENCY_LABELS.items():
+        sel = eff[eff.metric == metric]
+        if sel.empty:
+            continue
+        decimals = _decimals(sel["mean"].tolist())
+        by_key = {(r.model, r.variant): r for r in sel.itertuples()}
+        cells = []
+        for key in keys:
+            r = by_key.get(key)
+            cells.append(MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
+                         else format_cell(r.mean, r.std, r.n, decimals))
+        columns[label] = cells
+    notes = [_seed_note(eff), GMACS_NOTE,
+             "pairs/s and latency: medians of interleaved timed rounds on the machine below (absolute numbers are "
+             "machine-dependent); speedups are ratios to the reference model measured in the same process."]
+    if rows is not None:
+        notes.append(_provenance_note(rows[rows.task == EFFICIENCY_TASK]))
+    return Table("efficiency", "Efficiency", pd.DataFrame(columns), notes)
+
+
+def ablation_tables(summary: pd.DataFrame) -> list[Table]:
+    """One table per variant family (keep*, pta*, tpd*, ...): (model, metric) x (default + each variant)."""
+    families: dict[str, list[str]] = {}
+    for variant in sorted(set(summary.variant), key=_variant_key):
+        family = variant_family(variant)
+        if family:
+            families.setdefault(family, []).append(variant)
+    tables = []
+    for family, variants in families.items():
+        fam = summary[summary.variant.isin(variants)]
+        metrics = [(t, HEADLINE[t]) for t in HEADLINE if ((fam.task == t) & (fam.metric == HEADLINE[t])).any()]
+        metrics += [(EFFICIENCY_TASK, m) for m in ("gmacs", "pairs_per_s", "speedup_time")
+                    if ((fam.task == EFFICIENCY_TASK) & (fam.metric == m)).any()]
+        models = _model_order(fam.model)
+        records: dict[str, list[str]] = {"model": [], "metric": []}
+        cells: dict[str, list[str]] = {v or "default": [] for v in ["", *variants]}
+        for task, metric in metrics:
+            sel = summary[(summary.task == task) & (summary.metric == metric) & summary.variant.isin(["", *variants])]
+            decimals = _decimals(sel["mean"].tolist())
+            by_key = {(r.model, r.variant): r for r in sel.itertuples()}
+            for model in models:
+                if not any((model, v) in by_key for v in variants):
+                    continue
+                records["model"].append(model)
+                records["metric"].append(EFFICIENCY_LABELS[metric] if task == EFFICIENCY_TASK else f"{task} {metric}")
+                for v in ["", *variants]:
+                    r = by_key.get((model, v))
+                    cells[v or "default"].append(MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
+                                                 else format_cell(r.mean, r.std, r.n, decimals))
+        notes = [_seed_note(fam), f"Variants of the '{family}' family; 'default' = the default configuration."]
+        tables.append(Table(f"ablation_{family}", f"Ablation: {family}*", pd.DataFrame({**records, **cells}), notes))
+    return tables
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  PLUS_MINUS: r"$\pm$", MISSING: "--"}
+
+
+def _latex_escape(text: object) -> str:
+    return re.sub("|".join(re.escape(k) for k in _LATEX_SPECIAL), lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def render(table: Table, fmt: str) -> str:
+    """The table as Markdown, CSV, LaTeX (tabular) or HTML; all but CSV carry the title and notes."""
+    frame = table.frame
+    if fmt == "md":
+        lines = [f"### {table.title}", "", "| " + " | ".join(frame.columns) + " |",
+                 "|" + "|".join("---" for _ in frame.columns) + "|"]
+        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+                  for row in frame.itertuples(index=False)]
+        return "\n".join(lines + [""] + [f"{n}  " if i < len(table.notes) - 1 else n
+                                         for i, n in enumerate(table.notes)]) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False, lineterminator="\n")
+        return buffer.getvalue()
+    if fmt == "latex":
+        lines = [f"% {table.title} (generated by copa-bench table)"] + [f"% {n}" for n in table.notes]
+        lines += [r"\begin{tabular}{l" + "r" * (len(frame.columns) - 1) + "}", r"\hline",
+                  " & ".join(_latex_escape(c) for c in frame.columns) + r" \\", r"\hline"]
+        lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in frame.itertuples(index=False)]
+        return "\n".join(lines + [r"\hline", r"\end{tabular}"]) + "\n"
+    if fmt == "html":
+        body = frame.to_html(index=False, escape=True, border=0)
+        notes = "".join(f"<p>{html.escape(n)}</p>\n" for n in table.notes)
+        return f"<h3>{html.escape(table.title)}</h3>\n{body}\n{notes}"
+    raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], lower_x_better: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher y always better), ordered along x."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i] if lower_x_better else -xs[i], -ys[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    return front
+
+
+def _atomic_png(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    write_atomic(path, buffer.getvalue())
+
+
+def _metric_points(summary: pd.DataFrame, task: str, metric: str, variant: str = "") -> pd.DataFrame:
+    sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.variant == variant)
+                  & (summary.status == "ok")]
+    return sel.set_index("model")[["mean", "std", "n"]]
+
+
+def plot_pareto(summary: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
+    """Accuracy (``task``/``metric``) against GMACs and against measured pairs/s, Pareto fronts drawn.
+
+    None (nothing written) when no model has both the metric and efficiency rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = _metric_points(summary, task, metric)
+    size = _efficiency_variant(summary)
+    if acc.empty or size is None:
+        return None
+    panels = []
+    for eff_metric, lower_better in (("gmacs", True), ("pairs_per_s", False)):
+        eff = _metric_points(summary, EFFICIENCY_TASK, eff_metric, size)
+        models = [m for m in _model_order(acc.index) if m in eff.index]
+        if models:
+            panels.append((eff_metric, lower_better, eff, models))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (_, lower_better, eff, models) in zip(axes[0], panels, strict=True):
+        xs = [float(eff.loc[m, "mean"]) for m in models]
+        ys = [float(acc.loc[m, "mean"]) for m in models]
+        yerr = [0.0 if not math.isfinite(acc.loc[m, "std"]) else float(acc.loc[m, "std"]) for m in models]
+        ax.errorbar(xs, ys, yerr=yerr, fmt="o", capsize=3, color="tab:blue")
+        for x, y, m in zip(xs, ys, models, strict=True):
+            ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        front = pareto_front(xs, ys, lower_better)
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", drawstyle="steps-post", color="tab:red",
+                label="Pareto front")
+        ax.set_xlabel("GMACs per image-text pair (lower is better)" if lower_better
+                      else "measured pairs/s (higher is better)")
+        ax.set_ylabel(f"{task} {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{task} {metric} against cost" + (f" ({size}px)" if size else ""))
+    fig.tight_layout()
+    path = Path(path)
+    _atomic_png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_keep_ratio(summary: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
+    """Accuracy against the keep ratio of the keep* variants, one line per model; None without such rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.status == "ok")
+                  & summary.variant.str.fullmatch(r"keep\d*\.?\d+")]
+    if sel.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for model in _model_order(sel.model):
+        points = sel[sel.model == model].assign(ratio=lambda d: d.variant.str[4:].astype(float)).sort_values("ratio")
+        std = np.nan_to_num(points["std"].to_numpy(dtype=float))
+        ax.errorbar(points["ratio"], points["mean"], yerr=std, marker="o", capsize=3, label=model)
+    ax.set_xlabel("keep ratio")
+    ax.set_ylabel(f"{task} {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{task} {metric} against the keep ratio")
+    fig.tight_layout()
+    path = Path(path)
+    _atomic_png(fig, path)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- writing
+
+
+def build_tables(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = None,
+                 paper: PaperReference | None = None) -> tuple[list[Table], pd.DataFrame]:
+    """All tables of one suite (main first) and the per-key summary they were made from."""
+    rows = load_rows(store_dir, suite)
+    summary = summarize(rows)
+    tables = [main_table(summary, rows, paper)]
+    eff = efficiency_table(summary, rows)
+    if eff is not None:
+        tables.append(eff)
+    tables += ablation_tables(summary)
+    return tables, summary
+
+
+def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os.PathLike = DEFAULT_OUT,
+                 formats: Sequence[str] = FORMATS, suite: str | None = None, paper: PaperReference | None = None,
+                 plots: Sequence[tuple[str, str]] | None = None) -> tuple[list[Table], list[Path]]:
+    """Write every table in every format and the plots into ``out_dir``; returns the tables and the files.
+
+    ``plots``: (task, metric) pairs to plot; default every headline metric present.
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise InputError(None, "--format", f"unknown format(s) {', '.join(bad) or '(none)'} "
+                         f"(choose from {', '.join(FORMATS)})")
+    tables, summary = build_tables(store_dir, suite, paper)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "--out", "exists and is not a directory")
+    written = []
+    for table in tables:
+        for fmt in formats:
+            path = out / f"{table.name}.{EXTENSIONS[fmt]}"
+            write_atomic(path, render(table, fmt))
+            written.append(path)
+    if plots is None:
+        plots = [(t, m) for t, m in HEADLINE.items() if ((summary.task == t) & (summary.metric == m)).any()]
+    for task, metric in plots:
+        for kind, plot in (("pareto", plot_pareto), ("keep", plot_keep_ratio)):
+            path = plot(summary, task, metric, out / f"{kind}_{task}_{metric}.png")
+            if path is not None:
+                written.append(path)
+    return tables, written
+
+
+def parse_plot(value: str) -> tuple[str, str]:
+    """'retrieval:r_mean' -> ('retrieval', 'r_mean'); a bare task takes its headline metric."""
+    task, _, metric = value.partition(":")
+    metric = metric or HEADLINE.get(task, "")
+    if not task or not metric:
+        raise InputError(None, "--plot", f"expected TASK:METRIC (or a task with a headline metric), got {value!r}")
+    return task, metric

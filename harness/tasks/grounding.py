@@ -1,0 +1,116 @@
+"""Visual grounding (RefCOCO family): regress the box a referring expression names from the fused [CLS] of the
+(image, expression) pair.
+
+The expression has to steer which patches survive, so the pair goes along the *text-aware* path
+(``encode_pair``: the text [CLS] conditions COPA's and TRIPS's reducers, then the fusion encoder; ViLT's joint
+transformer). Every model has that path (``requires = ['fusion']``). The head is TransVG's/ALBEF-style box
+MLP on one token; its loss is DETR's L1 + generalised IoU on boxes normalised to the input image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from copa.registry import MODELS
+from harness.data.collate import cached_tokenizer
+from harness.registry import FUNCTIONS
+from harness.tasks.base import TaskModel
+
+
+def xywh_to_cxcywh(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """COCO ``[x, y, w, h]`` pixel boxes ``(B, 4)`` in images of ``sizes`` ``(B, 2)`` = (height, width)
+    → normalised ``[cx, cy, w, h]`` in [0, 1]."""
+    h, w = sizes[:, 0].to(boxes.dtype), sizes[:, 1].to(boxes.dtype)
+    x, y, bw, bh = boxes.unbind(-1)
+    return torch.stack([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h], dim=-1)
+
+
+def cxcywh_to_xywh(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Normalised ``[cx, cy, w, h]`` → COCO ``[x, y, w, h]`` pixels of images of ``sizes`` (height, width)."""
+    h, w = sizes[:, 0].to(boxes.dtype), sizes[:, 1].to(boxes.dtype)
+    cx, cy, bw, bh = boxes.unbind(-1)
+    return torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], dim=-1)
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def generalized_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
+    """Elementwise generalised IoU of ``[x1, y1, x2, y2]`` boxes ``(..., 4)``: IoU minus the share of the
+    smallest enclosing box that neither box covers (Rezatofighi et al. 2019); in [-1, 1]."""
+    area_a = (a[..., 2] - a[..., 0]).clamp_min(0) * (a[..., 3] - a[..., 1]).clamp_min(0)
+    area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp_min(0).prod(dim=-1)
+    union = area_a + area_b - inter
+    iou = inter / (union + eps)
+    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp_min(0).prod(dim=-1)
+    return iou - (hull - union) / (hull + eps)
+
+
+def box_losses(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """DETR's box terms between normalised ``[cx, cy, w, h]`` boxes ``(B, 4)``: L1 (summed over the four
+    coordinates) and 1 - GIoU, each averaged over the batch."""
+    return {"loss_l1": (pred - target).abs().sum(dim=-1).mean(),
+            "loss_giou": (1 - generalized_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))).mean()}
+
+
+@FUNCTIONS.register_module()
+def grounding_collate(samples: Sequence[dict], tokenizer: str, max_length: int = 40) -> dict:
+    """Samples of :class:`~harness.data.datasets.ReferringDataset` → ``images``, ``text_ids``, ``text_mask``
+    (the expressions), ``boxes`` (B, 4) COCO ``xywh`` in the input image's pixels (after Resize),
+    ``image_sizes`` (B, 2) the input images' (height, width), ``ref_ids`` and ``image_ids``."""
+    tok = cached_tokenizer(str(tokenizer))
+    enc = tok([s["text"] for s in samples], padding="longest", truncation=True, max_length=max_length,
+              return_tensors="pt")
+    images = torch.stack([s["img"] for s in samples])
+    return {"images": images, "text_ids": enc["input_ids"], "text_mask": enc["attention_mask"],
+            "boxes": torch.tensor([[float(v) for v in s["bbox"]] for s in samples]),
+            "image_sizes": torch.tensor([list(images.shape[-2:])] * len(samples)),
+            "ref_ids": torch.tensor([int(s["ref_id"]) for s in samples]),
+            "image_ids": torch.tensor([int(s["image_id"]) for s in samples])}
+
+
+@MODELS.register_module()
+class GroundingModel(TaskModel):
+    """Box regression on the backbone's fused [CLS]: MLP (D → D, GELU, D → 4), sigmoid → normalised
+    ``[cx, cy, w, h]``. Loss ``l1_weight`` * L1 + ``giou_weight`` * (1 - GIoU) (DETR's 5 : 2)."""
+
+    def __init__(self, backbone: dict, checkpoint: str | None = None, require_head: bool = False,
+                 l1_weight: float = 5.0, giou_weight: float = 2.0, data_preprocessor: dict | None = None) -> None:
+        super().__init__(backbone, checkpoint, require_head, data_preprocessor)
+        dim = self.backbone.text_config.hidden_size
+        self.box_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
+        for layer in (self.box_head[0], self.box_head[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+        self.l1_weight = l1_weight
+        self.giou_weight = giou_weight
+
+    def predict_boxes(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """Normalised ``[cx, cy, w, h]`` ``(B, 4)`` of the box each expression refers to."""
+        return self.box_head(self.backbone.encode_pair(images, text_ids, text_mask)).sigmoid()
+
+    def forward(self, images: Tensor, text_ids: Tensor, text_mask: Tensor, boxes: Tensor | None = None,
+                image_sizes: Tensor | None = None, ref_ids: Tensor | None = None, mode: str = "tensor", **unused):
+        pred = self.predict_boxes(images, text_ids, text_mask)
+        if mode == "tensor":
+            return pred
+        if image_sizes is None:
+            image_sizes = torch.tensor([list(images.shape[-2:])] * images.shape[0], device=images.device)
+        if mode == "loss":
+            losses = box_losses(pred, xywh_to_cxcywh(boxes, image_sizes))
+            return {"loss_l1": self.l1_weight * losses["loss_l1"], "loss_giou": self.giou_weight * losses["loss_giou"]}
+        if mode != "predict":
+            raise ValueError(f"unknown mode {mode!r}")
+        pred_xywh = cxcywh_to_xywh(pred.float(), image_sizes)
+        ref_ids = [None] * len(pred) if ref_ids is None else ref_ids.tolist()
+        gt = [None] * len(pred) if boxes is None else boxes
+        return [{"pred_box": p.tolist(), "gt_box": None if g is None else g.tolist(), "ref_id": r}
+                for p, g, r in zip(pred_xywh, gt, ref_ids, strict=True)]

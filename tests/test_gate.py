@@ -1,0 +1,261 @@
+"""The regression gate: a clean run passes its own baseline; each injected regression fails and is named."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from harness import gate, results
+from harness.cli import main
+from harness.results import append_rows, make_row
+
+PROV = {
+    "git_commit": "1" * 40,
+    "git_dirty": False,
+    "versions": {k: "1.0" for k in results.VERSION_KEYS},
+    "machine": {"cpu": "test cpu", "threads": 2},
+}
+ACCURACY = {("albef", "retrieval", "r_mean"): [71.0, 72.0, 70.5], ("copa", "retrieval", "r_mean"): [70.0, 71.0, 69.0],
+            ("albef", "vqa", "vqa_acc"): [60.0], ("copa", "vqa", "vqa_acc"): [59.5],
+            ("copa", "pretrain", "itm_auc"): [0.81]}
+EFFICIENCY = {"albef": {"gmacs": 0.5, "params_m": 20.0, "pairs_per_s": 100.0, "speedup_time": 1.0},
+              "copa": {"gmacs": 0.3, "params_m": 20.5, "pairs_per_s": 160.0, "speedup_time": 1.6}}
+
+
+def row(**kw) -> dict:
+    fields = dict(suite="ci", scale="tiny", job_hash="j", data_hash="d", seed=0, prov=PROV)
+    fields.update(kw)
+    return make_row(**fields)
+
+
+def clean_rows() -> list[dict]:
+    rows = [row(model=m, task=t, metric=k, value=v, seed=s)
+            for (m, t, k), values in ACCURACY.items() for s, v in enumerate(values)]
+    rows += [row(model=m, task="efficiency", metric=k, value=v) for m, metrics in EFFICIENCY.items()
+             for k, v in metrics.items()]
+    rows.append(row(model="copa", task="caption", metric="cider", value=None, reason="no decoder"))
+    return rows
+
+
+@pytest.fixture()
+def gated(tmp_path, capsys):
+    """A store with a clean run and a baseline made from it by the CLI."""
+    store, baseline = tmp_path / "store", tmp_path / "baseline.json"
+    append_rows(store, clean_rows())
+    assert main(["baseline", "update", "--results", str(store), "--out", str(baseline)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    return store, baseline
+
+
+def _check(capsys, store, baseline) -> tuple[int, str]:
+    code = main(["check", "--baseline", str(baseline), "--results", str(store)])
+    return code, capsys.readouterr().out
+
+
+def _failed_line(out: str, model: str, metric: str) -> str:
+    lines = [line for line in out.splitlines() if re.match(rf"{model}\s.*\s{metric}\s", line)]
+    assert lines, out
+    return lines[0]
+
+
+def test_baseline_holds_means_over_seeds_and_kinds(gated):
+    _, baseline = gated
+    data = json.loads(baseline.read_text())
+    entries = {(e["model"], e["task"], e["variant"], e["metric"]): e for e in data["entries"]}
+    assert entries[("albef", "retrieval", "", "r_mean")]["value"] == pytest.approx(71.166666666, rel=1e-9)
+    kinds = {k[3]: e["kind"] for k, e in entries.items()}
+    assert kinds == {"r_mean": "accuracy", "vqa_acc": "accuracy", "itm_auc": "accuracy", "cider": "accuracy",
+                     "gmacs": "flops", "params_m": "flops", "pairs_per_s": "info", "speedup_time": "speed_ratio"}
+    assert entries[("copa", "caption", "", "cider")]["value"] is None
+    assert data["tolerances"] == {"accuracy": 2.0, "speed_ratio": 0.15, "per_metric": {"itm_auc": 0.02}}
+    assert data["suite"] == "ci" and data["provenance"]["git_commits"] == ["1" * 40]
+    assert data["provenance"]["seeds"] == [0, 1, 2] and data["created"].endswith("+00:00")
+
+
+def test_clean_run_passes(gated, capsys):
+    code, out = _check(capsys, *gated)
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].startswith("check passed")
+
+
+def _copa_r_mean(shift: float) -> list[dict]:
+    return [row(model="copa", task="retrieval", metric="r_mean", value=v + shift, seed=s)
+            for s, v in enumerate(ACCURACY[("copa", "retrieval", "r_mean")])]
+
+
+def _eff(model: str, metric: str, value: float) -> list[dict]:
+    return [row(model=model, task="efficiency", metric=metric, value=value)]
+
+
+# row factories, called in the test so that the rows are newer than the fixture's clean run
+@pytest.mark.parametrize("bad_rows, model, metric, why", [
+    # (a) accuracy: copa r_mean drops by 3 points on every seed (mean 70 -> 67, tolerance 2)
+    (lambda: _copa_r_mean(-3), "copa", "r_mean", "dropped by 3"),
+    # (b) FLOPs: copa does 1% more multiply-adds; albef gains a parameter
+    (lambda: _eff("copa", "gmacs", 0.303), "copa", "gmacs", "changed by +1%"),
+    (lambda: _eff("albef", "params_m", 20.0 + 1e-6), "albef", "params_m", "changed"),
+    # (c) speed ratio: copa's speedup falls 20%
+    (lambda: _eff("copa", "speedup_time", 1.28), "copa", "speedup_time", "ratio fell 20.0%"),
+    # a fraction-valued metric: 0.03 is 3 points
+    (lambda: [row(model="copa", task="pretrain", metric="itm_auc", value=0.78)], "copa", "itm_auc",
+     "dropped by 0.03"),
+    # a metric that used to be measured is now n/a
+    (lambda: [row(model="albef", task="vqa", metric="vqa_acc", value=None, reason="crashed")], "albef", "vqa_acc",
+     "now n/a (crashed)"),
+], ids=["accuracy", "flops", "params", "speed_ratio", "fraction_metric", "now_na"])
+def test_an_injected_regression_fails_and_is_named(gated, capsys, bad_rows, model, metric, why):
+    store, baseline = gated
+    append_rows(store, bad_rows())  # made now: newer than the clean rows
+    code, out = _check(capsys, store, baseline)
+    assert code == 1, out
+    assert why in _failed_line(out, model, metric)
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("check FAILED") and f"{model} {metric}" in summary and "1 of " in summary
+
+
+def test_a_missing_result_fails(tmp_path, gated, capsys):
+    _, baseline = gated
+    partial = [r for r in clean_rows() if not (r["model"] == "albef" and r["metric"] == "vqa_acc")]
+    append_rows(tmp_path / "partial", partial)
+    code, out = _check(capsys, tmp_path / "partial", baseline)
+    assert code == 1
+    assert "missing" in _failed_line(out, "albef", "vqa_acc") and "(1 missing)" in out
+
+
+@pytest.mark.parametrize("ok_rows", [
+    lambda: _copa_r_mean(-1.5),  # within tolerance
+    lambda: [row(model="copa", task="vqa", metric="vqa_acc", value=90.0)],  # a rise
+    lambda: _eff("copa", "pairs_per_s", 40.0),  # absolute speed: info only
+    lambda: _eff("copa", "speedup_time", 1.6 * 0.9),  # 10% slower: allowed
+    lambda: [row(model="copa", task="pretrain", metric="itm_auc", value=0.795)],
+    lambda: [row(model="copa", task="caption", metric="cider", value=50.0)],  # was n/a, now measured
+    lambda: [row(model="vilt", task="vqa", metric="vqa_acc", value=10.0)],  # not in the baseline
+], ids=["within_tolerance", "rise", "pairs_per_s", "speed_10pct", "fraction_metric", "na_to_value", "new_model"])
+def test_changes_within_the_rules_pass(gated, capsys, ok_rows):
+    store, baseline = gated
+    append_rows(store, ok_rows())
+    code, out = _check(capsys, store, baseline)
+    assert code == 0, out
+
+
+def test_update_keeps_hand_tuned_tolerances(gated, capsys):
+    store, baseline = gated
+    data = json.loads(baseline.read_text())
+    data["tolerances"]["per_metric"]["r_mean"] = 5.0
+    baseline.write_text(json.dumps(data))
+    assert main(["baseline", "update", "--results", str(store), "--out", str(baseline)]) == 0
+    assert json.loads(baseline.read_text())["tolerances"]["per_metric"]["r_mean"] == 5.0
+    append_rows(store, _copa_r_mean(-4))
+    assert _check(capsys, store, baseline)[0] == 0
+    assert not list(baseline.parent.glob("*.partial"))
+
+
+def _damage(data: dict, field: str, value) -> dict:
+    target = data
+    *parents, last = field.split(".")
+    for p in parents:
+        target = target[int(p)] if isinstance(target, list) else target[p]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("entries", KeyError, "entries"),
+    ("tolerances", [2.0], "tolerances"),
+    ("tolerances.accuracy", -1, "tolerances.accuracy"),
+    ("tolerances.speed_ratio", "15%", "tolerances.speed_ratio"),
+    ("tolerances.per_metric.itm_auc", None, "tolerances.per_metric.itm_auc"),
+    ("entries.0.kind", "speed", "entries[0].kind"),
+    ("entries.0.value", "71", "entries[0].value"),
+    ("entries.1.metric", KeyError, "entries[1].metric"),
+])
+def test_a_bad_baseline_is_an_input_error(gated, capsys, field, value, named):
+    store, baseline = gated
+    baseline.write_text(json.dumps(_damage(json.loads(baseline.read_text()), field, value)))
+    assert main(["check", "--baseline", str(baseline), "--results", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"copa-bench: error: {baseline}: {named}: "), err
+
+
+def test_unreadable_baselines_and_empty_stores(tmp_path, capsys):
+    (tmp_path / "b.json").write_text("{not json")
+    assert main(["check", "--baseline", str(tmp_path / "b.json"), "--results", str(tmp_path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "no such baseline file" in capsys.readouterr().err
+    assert main(["baseline", "update", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "x.json")]) == 2
+    assert "no results in the store" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_duplicate_entries_are_refused(gated):
+    _, baseline = gated
+    data = json.loads(baseline.read_text())
+    data["entries"].append(dict(data["entries"][0]))
+    baseline.write_text(json.dumps(data))
+    with pytest.raises(results.InputError, match="duplicate"):
+        gate.load_baseline(baseline)
+
+
+@pytest.mark.slow
+def test_a_real_25_percent_slowdown_of_copa_fails_the_speed_gate(tmp_path, capsys, monkeypatch):
+    """Speed rows from the real profiler at tiny scale: clean, then copa's forward 25% slower, then clean again."""
+    import torch
+
+    from copa.build import build_model
+    from harness.profiling.efficiency import profile_models
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread, small batches, many rounds: the steadiest ratios on a shared machine
+    try:
+        torch.manual_seed(0)
+        models = {name: build_model(name, scale="tiny") for name in ("albef", "copa")}
+        size = models["albef"].vision.patch_embed.img_size[0]
+
+        def profile() -> list[dict]:
+            rows = profile_models(models, size, batch=2, repeats=61, warmup=3, reference="albef")
+            return results.efficiency_rows(rows, suite="ci", scale="tiny", job_hash="profile", prov=PROV)
+
+        store, baseline = tmp_path / "store", tmp_path / "baseline.json"
+        append_rows(store, [r for r in clean_rows() if r["task"] != "efficiency"])
+        append_rows(store, profile())
+        assert main(["baseline", "update", "--results", str(store), "--out", str(baseline)]) == 0
+        capsys.readouterr()
+        base = {e["model"]: e["value"] for e in json.loads(baseline.read_text())["entries"]
+                if e["metric"] == "speedup_time"}
+
+        copa = models["copa"]
+        forward = copa.encode_pair
+
+        def slowed(*args, **kwargs):
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            # wait 25% of the forward's own time; spinning, not time.sleep, because on a busy machine the
+            # scheduler favours a process that just woke up, which would speed up the next timed call
+            deadline = time.perf_counter() + 0.25 * (time.perf_counter() - start)
+            while time.perf_counter() < deadline:
+                pass
+            return out
+
+        with monkeypatch.context() as patch:
+            patch.setattr(copa, "encode_pair", slowed)
+            slow_rows = profile()
+        now = next(r["value"] for r in slow_rows if r["model"] == "copa" and r["metric"] == "speedup_time")
+        assert now <= base["copa"] * 0.85, (now, base)
+        append_rows(store, slow_rows)
+        code, out = _check(capsys, store, baseline)
+        assert code == 1, out
+        assert "ratio fell" in _failed_line(out, "copa", "speedup_time")
+        assert "1 of " in out.splitlines()[-1]  # FLOPs unchanged: only the speed check fails
+
+        append_rows(store, profile())
+        code, out = _check(capsys, store, baseline)
+        assert code == 0, out
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,60 @@
+"""Suites end to end: every model on every task (tiny sizes) through the Runner into the results store; a rerun
+skips every finished job and adds no row; tasks that do not apply are recorded as n/a with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.results import read_rows
+from harness.suite import load_suite, plan, run_suite
+
+MODELS = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
+TASKS = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
+NOT_APPLICABLE = {("vilt", "retrieval_zeroshot"), ("vilt", "retrieval"), ("vilt", "caption"),
+                  ("albef", "patch_detection"), ("vilt", "patch_detection")}
+
+
+def _micro_suite(path, data, models=MODELS, tasks=TASKS) -> str:
+    path.write_text(f"""
+scale = "tiny"
+data = {str(data)!r}
+vision_init = "none"
+seeds = [0]
+models = {models!r}
+tasks = {tasks!r}
+test_only = ["retrieval_zeroshot", "patch_detection"]
+max_iters = dict(pretrain=2, retrieval=1, vqa=1, nlvr2=1, caption=1, grounding=1)
+eval_limit = dict(pretrain=8, retrieval_zeroshot=6, retrieval=6, patch_detection=8, vqa=8, nlvr2=8, caption=4,
+                  grounding=8)
+""")
+    return str(path)
+
+
+def test_plan_orders_pretraining_before_each_models_tasks():
+    suite = load_suite("paper")
+    jobs = plan(suite, seeds=[0], variants=[""], models=["copa", "vilt"])
+    assert [j.kind for j in jobs[:3]] == ["pretrain", "test", "test"]
+    assert [(j.model, j.task) for j in jobs if j.kind == "pretrain"] == [("copa", "pretrain"), ("vilt", "pretrain")]
+    assert jobs[-1].kind == "efficiency"
+    sweep = plan(suite, seeds=[1], variants=["keep0.3"])
+    assert {j.model for j in sweep} == {"copa", "trips", "evit", "random", "tome"}
+    assert all(j.config["model"] == {"keep_ratio": 0.3} for j in sweep)
+
+
+@pytest.mark.slow
+def test_every_model_on_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    suite = _micro_suite(tmp_path / "micro.py", tiny_benchmark)
+    counts = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
+    assert counts["failed"] == 0
+    rows = read_rows(tmp_path / "store")
+    done = {(r["model"], r["task"]) for r in rows}
+    for model in MODELS:
+        for task in ["pretrain", *TASKS]:
+            assert (model, task) in done, (model, task)
+    na = {(r["model"], r["task"]) for r in rows if r["status"] == "n/a"}
+    assert na == NOT_APPLICABLE
+    assert all(r["reason"] for r in rows if r["status"] == "n/a")
+    again = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
+    assert again["run"] == 0 and again["failed"] == 0
+    assert len(read_rows(tmp_path / "store")) == len(rows)

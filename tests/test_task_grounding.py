@@ -1,0 +1,135 @@
+"""Grounding task unit: box conversions, generalised IoU against hand-computed values, the box loss on a fixed
+batch, the collate function, and fine-tune-then-test on the Runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from copa.build import model_config
+from harness.metrics.grounding import box_iou_xywh
+from harness.tasks.grounding import (
+    GroundingModel,
+    box_losses,
+    cxcywh_to_xywh,
+    cxcywh_to_xyxy,
+    generalized_iou,
+    grounding_collate,
+    xywh_to_cxcywh,
+)
+
+TOKENS = dict(vocab_size=40, pad_token_id=0, cls_token_id=2, sep_token_id=3, mask_token_id=4)
+SMALL = dict(vision=dict(depth=2, img_size=32), text=dict(num_layers=1), fusion_layers=1, decoder_layers=1)
+
+
+def test_box_conversion_round_trip():
+    sizes = torch.tensor([[64, 64], [48, 80]])
+    xywh = torch.tensor([[52.0, 5.0, 12.0, 12.0], [0.0, 10.0, 40.0, 20.0]])
+    norm = xywh_to_cxcywh(xywh, sizes)
+    torch.testing.assert_close(norm, torch.tensor([[58 / 64, 11 / 64, 12 / 64, 12 / 64],
+                                                   [20 / 80, 20 / 48, 40 / 80, 20 / 48]]))
+    torch.testing.assert_close(cxcywh_to_xywh(norm, sizes), xywh)
+    torch.testing.assert_close(cxcywh_to_xyxy(torch.tensor([0.5, 0.5, 0.2, 0.4])), torch.tensor([0.4, 0.3, 0.6, 0.7]))
+
+
+def test_generalized_iou_hand_computed():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 0.0, 3.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 1.5, 1.5]])
+    # overlap 1, union 7, hull 9: 1/7 - 2/9; disjoint: 0 - (3 - 2)/3; identical: 1; contained: 1/4 - 0
+    expected = torch.tensor([1 / 7 - 2 / 9, -1 / 3, 1.0, 0.25])
+    torch.testing.assert_close(generalized_iou(a, b), expected)
+    from torchvision.ops import generalized_box_iou
+
+    torch.testing.assert_close(generalized_iou(a, b), generalized_box_iou(a, b).diagonal())
+
+
+def test_box_losses_are_zero_only_at_the_target():
+    target = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
+    zero = box_losses(target, target)
+    assert float(zero["loss_l1"]) == 0.0 and abs(float(zero["loss_giou"])) < 1e-5
+    off = box_losses(torch.tensor([[0.6, 0.5, 0.2, 0.4]]), target)
+    torch.testing.assert_close(off["loss_l1"], torch.tensor(0.1))
+    # shifted by half its width: IoU 1/3, hull = union, so 1 - GIoU = 2/3
+    torch.testing.assert_close(off["loss_giou"], torch.tensor(2 / 3))
+
+
+def _model(name: str = "albef") -> GroundingModel:
+    torch.manual_seed(0)
+    overrides = {k: v for k, v in SMALL.items() if name != "vilt" or k == "vision"}
+    return GroundingModel(model_config(name, "tiny", **TOKENS, **overrides))
+
+
+@pytest.mark.parametrize("name", ["albef", "vilt"])
+def test_box_loss_falls_on_a_fixed_batch(name):
+    model = _model(name)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 32, 32, generator=gen)
+    text_ids = torch.randint(5, 40, (4, 6), generator=gen)
+    text_ids[:, 0] = 2
+    boxes = torch.tensor([[2.0, 3.0, 10.0, 8.0], [20.0, 20.0, 10.0, 10.0], [0.0, 16.0, 16.0, 16.0],
+                          [8.0, 0.0, 6.0, 12.0]])
+    sizes = torch.tensor([[32, 32]] * 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    totals = []
+    for _ in range(30):
+        losses = model(images, text_ids, torch.ones_like(text_ids), boxes=boxes, image_sizes=sizes, mode="loss")
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        totals.append(loss.item())
+    assert totals[-1] < 0.5 * totals[0]
+    model.eval()
+    rows = model(images, text_ids, torch.ones_like(text_ids), boxes=boxes, image_sizes=sizes,
+                 ref_ids=torch.arange(4), mode="predict")
+    assert [r["ref_id"] for r in rows] == [0, 1, 2, 3] and rows[1]["gt_box"] == boxes[1].tolist()
+    assert sum(box_iou_xywh(r["pred_box"], r["gt_box"]) for r in rows) / 4 > 0.3
+
+
+def test_collate_boxes_in_resized_pixels(tiny_benchmark):
+    from harness.data.datasets import ReferringDataset
+
+    pipeline = [dict(type="LoadImage"), dict(type="Resize", size=32), dict(type="ToTensor")]
+    ds = ReferringDataset(data_root=str(tiny_benchmark), ann_file="refcoco/refs(synth).json",
+                          instances_file="annotations/instances_val.json", split="val",
+                          data_prefix=dict(img_path="images"), pipeline=pipeline)
+    raw = ds.get_data_info(0)
+    batch = grounding_collate([ds[i] for i in range(3)], tokenizer=str(tiny_benchmark / "tokenizer"))
+    assert batch["images"].shape == (3, 3, 32, 32) and batch["text_ids"].shape[0] == 3
+    assert batch["image_sizes"].tolist() == [[32, 32]] * 3 and batch["boxes"].shape == (3, 4)
+    scale = torch.tensor([32 / raw["width"], 32 / raw["height"]] * 2)
+    torch.testing.assert_close(batch["boxes"][0], torch.tensor(raw["bbox"], dtype=torch.float32) * scale)
+    assert batch["ref_ids"][0] == raw["ref_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["albef", "copa", "vilt"])
+def test_finetune_then_test_on_the_runner(tiny_benchmark, pretrained_checkpoint, tmp_path, model):
+    from harness.runner import build_config, test, train
+
+    cfg = build_config(model, "grounding", data=tiny_benchmark, work_dir=tmp_path, max_iters=3,
+                       checkpoint=pretrained_checkpoint(model))
+    cfg.train_dataloader.batch_size = 8
+    cfg.val_dataloader.dataset.indices = 8
+    train(cfg)
+    finetuned = Path((tmp_path / "last_checkpoint").read_text().strip())
+    cfg = build_config(model, "grounding", data=tiny_benchmark, work_dir=tmp_path, checkpoint=finetuned,
+                       testing=True)
+    cfg.test_dataloader.dataset.indices = 8
+    metrics = test(cfg)
+    assert {"acc_iou50", "miou"} <= set(metrics)
+    assert 0.0 <= metrics["acc_iou50"] <= 100.0 and 0.0 <= metrics["miou"] <= 100.0
+
+
+@pytest.mark.slow
+def test_testing_a_pretraining_checkpoint_is_an_input_error(tiny_benchmark, pretrained_checkpoint, tmp_path):
+    from harness.errors import InputError
+    from harness.runner import build_config, test
+
+    cfg = build_config("albef", "grounding", data=tiny_benchmark, work_dir=tmp_path,
+                       checkpoint=pretrained_checkpoint("albef"), testing=True)
+    cfg.test_dataloader.dataset.indices = 8
+    with pytest.raises(InputError, match="fine-tune first"):
+        test(cfg)
