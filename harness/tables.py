@@ -29,6 +29,7 @@ EXTENSIONS = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}
 MODEL_ORDER = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
 HEADLINE = {
     "pretrain": "itm_auc",
+    "retrieval_zeroshot": "r_mean",
     "retrieval": "r_mean",
     "vqa": "vqa_acc",
     "nlvr2": "acc",
@@ -178,6 +179,10 @@ def variant_family(variant: str) -> str | None:
 def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, variant: str) -> list[str]:
     sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.variant == variant)]
     by_model = {r.model: r for r in sel.itertuples()}
+    # a job that did not apply is one n/a row with metric "*": every metric of that task is n/a
+    wildcard = summary[(summary.task == task) & (summary.metric == "*") & (summary.variant == variant)]
+    for r in wildcard.itertuples():
+        by_model.setdefault(r.model, r)
     decimals = _decimals(sel["mean"].tolist())
     cells = []
     for model in models:

@@ -92,6 +92,15 @@ def test_na_and_missing_cells(store):
     assert any("vilt caption cider: no decoder" in note for note in main_table.notes)
 
 
+def test_a_job_that_did_not_apply_makes_every_metric_of_its_task_na(store):
+    append_rows(store, [row(model="vilt", task="retrieval_zeroshot", metric="*", value=None, reason="no ITC"),
+                        row(model="copa", task="retrieval_zeroshot", metric="r_mean", value=50.0)])
+    main_table = tables.build_tables(store)[0][0]
+    assert _cell(main_table, "vilt", "retrieval_zeroshot r_mean") == "n/a"
+    assert _cell(main_table, "copa", "retrieval_zeroshot r_mean") == "50.0"
+    assert _cell(main_table, "albef", "retrieval_zeroshot r_mean") == "–"
+
+
 def test_ablation_and_efficiency_tables(store):
     all_tables = {t.name: t for t in tables.build_tables(store)[0]}
     assert set(all_tables) == {"main", "efficiency", "ablation_keep", "ablation_pta"}
