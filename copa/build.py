@@ -121,7 +121,7 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     cfg.update(method)
     if cfg['type'] == 'SingleStreamVLP':
         for key in ('text', 'fusion_layers', 'decoder_layers', 'embed_dim', 'itm_hardness'):
-            cfg.pop(key)
+            cfg.pop(key, None)
     cfg.update(overrides)
     return cfg
 
