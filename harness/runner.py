@@ -90,6 +90,8 @@ def build_config(
         raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    if task == "vision_pretrain":  # one ViT initialisation shared by every model
+        return build_vision_config(scale, data, work_dir, seed, max_iters)
     cfg = Config.fromfile(str(task_config_path(task)))
     root = ensure_benchmark(data)
     tokenizer_dir = root / "tokenizer"
