@@ -141,9 +141,12 @@ class RetrievalTestLoop(TestLoop):
             scores = sim[:, t].clone()
             queries.append(dict(query="text", index=t, scores=scores, targets=[text_image[t]], k=model.k,
                                 top=scores.topk(k_img).indices))
+        captions_of: dict[int, list[int]] = {}
+        for j, p in enumerate(text_image):
+            captions_of.setdefault(p, []).append(j)
         for i in range(rank, len(order), world):
             scores = sim[i].clone()
-            targets = [j for j, p in enumerate(text_image) if p == i]
+            targets = captions_of[i]
             queries.append(dict(query="image", index=i, scores=scores, targets=targets, k=model.k,
                                 top=scores.topk(k_txt).indices))
         pair_images, pair_texts = [], []
