@@ -46,11 +46,14 @@ def checkpoint_allowlist() -> list:
     return [HistoryBuffer, (_history_buffer_getattr, "builtins.getattr"), *_numpy_globals()]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` with mmengine's allowlist; a refused object is an InputError."""
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with mmengine's allowlist; a refused object is an InputError.
+    ``mmap`` maps the tensors instead of reading them (for a check of what a checkpoint holds)."""
+    if os.path.isdir(path):
+        raise InputError(path, None, "is a directory, expected a checkpoint file")
     try:
         with torch.serialization.safe_globals(checkpoint_allowlist()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise InputError(path, None, "checkpoint not found") from None
     except pickle.UnpicklingError as e:

@@ -36,14 +36,26 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from harness.runner import build_config, train
+def _join(launcher: str) -> bool:
+    """Join the launcher's process group; True in the process that prints (rank 0)."""
+    from harness import distributed
 
+    distributed.init_distributed(launcher)
+    return distributed.rank() == 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from harness.runner import apply_options, build_config, train
+
+    main_process = _join(args.launcher)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
                        vision_init=args.vision_init)
+    apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     summary = train(cfg)
+    if not main_process:
+        return 0
     print(f"{args.model} {args.task} ({args.scale}, seed {args.seed}) finished in {time.perf_counter() - start:.0f}s;"
           f" checkpoints in {cfg.work_dir}")
     for key, value in summary.items():
@@ -52,12 +64,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from harness.runner import build_config, test
+    from harness.runner import apply_options, build_config, test
 
+    main_process = _join(args.launcher)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, checkpoint=args.checkpoint, testing=True)
+    apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     metrics = test(cfg)
+    if not main_process:
+        return 0
     print(f"{args.model} {args.task} ({args.scale}) tested in {time.perf_counter() - start:.0f}s "
           f"from {args.checkpoint}")
     for key, value in metrics.items():
@@ -71,8 +87,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def names(value: str | None) -> list[str] | None:
         return None if value is None else [v for v in value.split(",")]
 
-    counts = run_suite(args.suite, results_dir=args.results,
-                       seeds=None if args.seeds is None else _int_list(args.seeds),
+    _join(args.launcher)
+    counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
                        variants=names(args.variants), models=names(args.models))
     return 1 if counts["failed"] else 0
 
@@ -88,6 +104,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from harness.profiling.cli import run_profile
 
     return run_profile(args)
+
+
+LAUNCHER_HELP = "none (one process), pytorch (under torchrun) or slurm (under srun); gloo on CPU"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="downstream tasks: start from this checkpoint (default: the model's pre-training one)")
     train.add_argument("--vision-init", default="auto",
                        help="pre-training: ViT start, a timm file, 'none', or 'auto' (vision pre-training at tiny)")
+    train.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                       help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
+    train.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     train.set_defaults(func=_cmd_train)
 
     test = sub.add_parser("test", help="evaluate a checkpoint on a task's test split")
@@ -136,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--data", default=None, help="benchmark directory (default: data/tiny)")
     test.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
     test.add_argument("--seed", type=int, default=0)
+    test.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                       help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
+    test.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     test.set_defaults(func=_cmd_test)
 
     profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
@@ -153,9 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
     run.add_argument("suite", help="smoke, paper, efficiency, or a suite config file")
     run.add_argument("--results", default="results/store", help="results store directory")
-    run.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1")
+    run.add_argument("--work-dir", default="work_dirs/suites", help="where the jobs' work dirs go (default "
+                     "work_dirs/suites/SUITE/...); finished training jobs found there are reused")
+    run.add_argument("--seeds", type=_int_list, default=None, help="only these seeds, e.g. 0,1")
     run.add_argument("--variants", default=None, help="only these variants ('' is the default), e.g. ,keep0.3")
     run.add_argument("--models", default=None, help="only these models, e.g. albef,copa")
+    run.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     run.set_defaults(func=_cmd_run)
 
     _add_results_commands(sub)
@@ -229,7 +257,22 @@ def _add_results_commands(sub) -> None:
     update.set_defaults(func=_cmd_baseline_update)
 
 
+def _one_line_warnings() -> None:
+    """copa-bench's own warnings (e.g. a skipped store line) as one line each, like its errors."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None) -> str:
+        if category.__module__.startswith("harness."):
+            return f"copa-bench: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -243,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("copa-bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch" in sys.modules:
+            import torch.distributed
+
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""mmengine hooks that put efficiency beside accuracy in every test run."""
+"""mmengine hooks: efficiency beside accuracy in every test run; training random state that survives a resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 
+import numpy as np
 import torch
 from mmengine.hooks import Hook
 
@@ -59,3 +61,51 @@ class EfficiencyHook(Hook):
             json.dump(record, f, indent=2)
         runner.logger.info(f"efficiency: {record['gmacs']:.3f} GMACs per pair, {record['pairs_per_s']:.1f} pairs/s "
                            f"at batch {record['batch']} ({torch.get_num_threads()} threads)")
+
+
+def _random_state() -> dict:
+    """torch's, numpy's and Python's global random state as tensors and plain data (safe to load)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = dict(torch=torch.get_rng_state(), numpy=[torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+                 python=list(random.getstate()))
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_random_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingRandomStateHook(Hook):
+    """A run resumed from a checkpoint draws the same random numbers (MLM masks, ITM negatives, dropout) as
+    the uninterrupted run: the random state after each training iteration is kept and restored before the
+    next one, so whatever runs between iterations (validation, a data loader restarting, the resume's
+    skip through the data) leaves training's draws alone, and it is saved in checkpoints and restored on
+    resume. copa-bench's Runner installs it in every training job."""
+
+    priority = "VERY_HIGH"  # capture before the checkpoint hook saves in after_train_iter
+
+    def __init__(self) -> None:
+        self._state: dict | None = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._state = _random_state()
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self._state is not None:
+            _set_random_state(self._state)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._state is not None:
+            checkpoint["random_state"] = self._state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, "_resume", False) and "random_state" in checkpoint:
+            self._state = checkpoint["random_state"]

@@ -293,6 +293,8 @@ def read_rows(store_dir: str | os.PathLike) -> list[dict]:
         return []
     except IsADirectoryError:
         raise InputError(path, None, "is a directory, expected the store's rows file") from None
+    except NotADirectoryError:
+        raise InputError(store_dir, None, "is a file, expected a results store directory") from None
     rows = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():

@@ -36,14 +36,16 @@ def task_config_path(task: str) -> Path:
 def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     """The data root to use: the given one (which must be a complete benchmark) or the default
     ``data/tiny``, generated on first use."""
+    from harness import distributed
     from harness.data.benchmark import make_benchmark, read_manifest
 
     if data is not None:
         read_manifest(data)
         return Path(data)
-    if not (DEFAULT_DATA / "MANIFEST.json").is_file():
+    if distributed.rank() == 0 and not (DEFAULT_DATA / "MANIFEST.json").is_file():
         print(f"no --data given: generating the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
         make_benchmark(DEFAULT_DATA, preset="tiny", seed=0)
+    distributed.barrier()  # the other processes wait for rank 0's data
     return DEFAULT_DATA
 
 
@@ -107,7 +109,7 @@ def build_config(
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
     if "task_model" in cfg:
-        from harness.tasks.base import check_applicable
+        from harness.tasks.base import check_applicable, check_checkpoint
 
         check_applicable(task, model, model_cfg, cfg.get("requires", ()))
         if not testing and "train_dataloader" not in cfg:
@@ -119,6 +121,7 @@ def build_config(
         for key, value in (("tokenizer", str(tokenizer_dir)), ("data_root", str(root))):
             if key in task_model and task_model[key] is None:
                 task_model[key] = value
+        check_checkpoint(task_model, checkpoint)  # a wrong or unsafe checkpoint fails before the job writes
         cfg.model = task_model
     else:
         cfg.model = model_cfg
@@ -129,6 +132,30 @@ def build_config(
     cfg.work_dir = str(work_dir or Path("work_dirs") / task / f"{model}_{scale}_seed{seed}")
     _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume)
     return cfg
+
+
+def apply_options(cfg, options: list[str] | None) -> None:
+    """``KEY=VALUE`` overrides of a job config (mmengine's ``--cfg-options``: dotted keys, values parsed as
+    Python literals or comma lists). Everything above the last part of a key must exist in the config, so a
+    mistyped section is an error rather than a silently added setting."""
+    from mmengine.config import DictAction
+
+    for option in options or []:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise InputError(None, "--cfg-options", f"expected KEY=VALUE, got {option!r}")
+        node = cfg
+        *parents, _ = key.split(".")
+        for part in parents:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif not isinstance(node, (list, str)) and part in node:
+                node = node[part]
+            else:
+                raise InputError(None, "--cfg-options", f"the job config has no section {part!r} in {key!r}")
+        if isinstance(node, (list, str, int, float)) or node is None:
+            raise InputError(None, "--cfg-options", f"{key!r}: {'.'.join(parents)} is not a section of the config")
+        cfg.merge_from_dict({key: DictAction._parse_iterable(raw)}, allow_list_keys=True)
 
 
 def pretrain_checkpoint(model: str, scale: str, seed: int) -> Path:
@@ -243,10 +270,14 @@ def make_runner(cfg):
     """An mmengine Runner for ``cfg`` that loads checkpoints safely and keeps the console short."""
     from mmengine.runner import Runner
 
+    from harness import distributed
     from harness.checkpoint import install_safe_loader
+    from harness.hooks import TrainingRandomStateHook
 
     _register_everything()
     install_safe_loader()
+    if distributed.is_initialized() and cfg.get("launcher", "none") == "none":
+        distributed.configure(cfg, "pytorch")  # a process in a group runs every job distributed
 
     class BenchRunner(Runner):
         def test(self) -> dict:
@@ -277,11 +308,14 @@ def make_runner(cfg):
             self.logger.info(f"{self.experiment_name}: seed {self.seed}, torch {torch.__version__}, "
                              f"{torch.get_num_threads()} threads; environment and config in {self.log_dir}")
 
-    return BenchRunner.from_cfg(cfg)
+    runner = BenchRunner.from_cfg(cfg)
+    if cfg.get("train_cfg"):
+        runner.register_hook(TrainingRandomStateHook())
+    return runner
 
 
 JOB_FILE = "job.json"
-_NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "experiment_name")
+_NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cfg", "experiment_name")
 
 
 def job_digest(cfg) -> str:
@@ -318,6 +352,7 @@ def train(cfg) -> dict[str, float]:
     import json
     import time
 
+    from harness import distributed
     from harness.results import write_atomic
 
     start = time.perf_counter()
@@ -331,6 +366,7 @@ def train(cfg) -> dict[str, float]:
     if runner.rank == 0:
         record = dict(job_hash=job_digest(cfg), summary=summary, wall_s=time.perf_counter() - start)
         write_atomic(Path(cfg.work_dir) / JOB_FILE, json.dumps(record, indent=2))
+    distributed.barrier()  # every process sees the finished job's checkpoint and record
     return summary
 
 

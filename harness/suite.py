@@ -1,5 +1,6 @@
 """Suites: a config (configs/suites/<name>.py) expands into jobs (model x variant x seed x task), each run by
-the mmengine Runner and recorded in the results store, one row per metric with its provenance.
+the mmengine Runner and recorded in the results store, one row per metric with its provenance. Each task's
+chance level on the suite's own test set is recorded beside them as the model ``chance``.
 
 Per (model, variant, seed) the pre-training job runs once and every downstream task of that model starts
 from its checkpoint. A job whose config hash is already in the store is skipped, so an interrupted suite
@@ -18,12 +19,14 @@ from pathlib import Path
 from harness.errors import InputError, NotApplicable
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
+CHANCE = "chance"  # the model name of the chance rows
 
 
 @dataclass
 class Job:
     """One Runner job of a suite. ``kind``: 'pretrain', 'finetune' (train then test), 'test' (a pre-training
-    checkpoint tested as is: zero-shot retrieval, patch detection) or 'efficiency'."""
+    checkpoint tested as is: zero-shot retrieval, patch detection), 'efficiency', or 'chance' (a task's floor
+    on the suite's test set, harness/chance.py; model ``chance``)."""
 
     kind: str
     model: str
@@ -46,13 +49,48 @@ def load_suite(name: str):
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
         raise InputError(None, "SUITE", f"unknown suite {name!r} (choose from {', '.join(known)})")
-    cfg = Config.fromfile(str(path))
+    try:
+        cfg = Config.fromfile(str(path))
+    except SyntaxError as e:
+        raise InputError(path, f"line {e.lineno}", f"not a valid Python config ({e.msg})") from None
+    except Exception as e:  # mmengine re-raises a config's own errors (NameError, ImportError...) as they are
+        raise InputError(path, None, f"could not read the suite config ({type(e).__name__}: {e})") from None
+    _validate(cfg, path)
+    return cfg
+
+
+def _validate(cfg, path: Path) -> None:
+    """Everything a suite names must exist before its first job runs, so a typo cannot stop it half-way."""
+    from copa.build import METHODS, SCALES
+    from harness.runner import task_config_path
+
     for key in ("models", "seeds"):
-        if not cfg.get(key):
+        if not cfg.get(key) or not isinstance(cfg[key], list):
             raise InputError(path, key, "must be a non-empty list")
     if not cfg.get("tasks") and not cfg.get("efficiency"):
         raise InputError(path, "tasks", "a suite needs tasks or an efficiency job")
-    return cfg
+    if cfg.get("scale", "tiny") not in SCALES:
+        raise InputError(path, "scale", f"unknown scale {cfg.scale!r} (choose from {', '.join(SCALES)})")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in cfg.seeds):
+        raise InputError(path, "seeds", f"must be integers >= 0, got {cfg.seeds!r}")
+    variants = cfg.get("variants") or {}
+    models = list(cfg.models) + [m for spec in variants.values() for m in spec.get("models", [])]
+    for model in models:
+        if model not in METHODS:
+            raise InputError(path, "models", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
+    tasks = list(cfg.get("tasks") or []) + [t for spec in variants.values() for t in spec.get("tasks", [])]
+    for task in tasks:
+        try:
+            task_config_path("retrieval" if task == "retrieval_zeroshot" else task)
+        except InputError:
+            raise InputError(path, "tasks", f"unknown task {task!r}") from None
+    for task, options in (cfg.get("options") or {}).items():
+        if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
+            raise InputError(path, f"options.{task}", "must be a list of 'KEY=VALUE' strings (as --cfg-options)")
+    for key in ("max_iters", "eval_limit"):
+        for task, value in (cfg.get(key) or {}).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(path, f"{key}.{task}", f"must be an integer >= 1, got {value!r}")
 
 
 def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
@@ -60,6 +98,10 @@ def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
     its tasks; the efficiency job last. ``seeds``, ``variants`` and ``models`` select a part of the suite."""
     jobs: list[Job] = []
     chosen = {k: v for k, v in (suite.get("variants") or {"": {}}).items() if variants is None or k in variants}
+    if suite.get("tasks") and suite.get("chance", True) and (variants is None or "" in variants):
+        seed = suite.seeds[0] if seeds is None else min([s for s in suite.seeds if s in seeds], default=None)
+        if seed is not None:
+            jobs += [Job("chance", CHANCE, task, "", seed) for task in ["pretrain", *suite.tasks]]
     for seed in suite.seeds if seeds is None else [s for s in suite.seeds if s in seeds]:
         if not suite.get("tasks"):
             break
@@ -78,7 +120,7 @@ def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
 
 
 def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: Path):
-    from harness.runner import build_config
+    from harness.runner import apply_options, build_config
 
     task = "retrieval" if job.task == "retrieval_zeroshot" else job.task
     overrides = dict(job.config.get("model", {}))
@@ -86,6 +128,7 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
                        work_dir=work_dir, seed=job.seed, checkpoint=checkpoint, testing=testing,
                        max_iters=None if testing else suite.get("max_iters", {}).get(job.task),
                        model_overrides=overrides, vision_init=suite.get("vision_init", "auto"))
+    apply_options(cfg, suite.get("options", {}).get(job.task))
     if job.task == "pretrain" and "pta_fraction" in job.config:
         cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
     for loader in ("val_dataloader", "test_dataloader"):
@@ -99,11 +142,16 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
               say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None) -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
     of jobs run, skipped and not applicable."""
+    from harness import distributed
     from harness.data.benchmark import read_manifest
     from harness.results import append_rows, completed_jobs, job_hash, make_row, provenance
     from harness.runner import ensure_benchmark
 
+    # every process of a distributed run takes part in each job; the first one reports and writes the store
+    main_process = distributed.rank() == 0
     say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+    if not main_process:
+        say, append_rows = (lambda message: None), (lambda directory, rows: None)  # noqa: E731
     suite = load_suite(name)
     name = Path(name).stem
     root = ensure_benchmark(suite.get("data"))
@@ -141,6 +189,8 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
             continue
         append_rows(results_dir, rows)
         counts["run"] += 1
+        if not rows:  # a distributed run's other processes: the efficiency job ran in the first one
+            continue
         shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in rows[:4] if r["value"] is not None)
         say(f"{prefix}: {rows[0]['wall_s']:.0f}s  {shown}")
     say(f"suite {name}: {counts['run']} jobs run, {counts['skipped']} skipped (already in {results_dir}), "
@@ -166,7 +216,9 @@ def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str,
     key = (job.model, job.variant, job.seed)
     work_dir = work_root / f"{job.model}{'_' + job.variant if job.variant else ''}_seed{job.seed}" / job.task
     if job.kind == "efficiency":
-        return _efficiency(suite, job, data_hash, done, base)
+        return _efficiency(suite, job, data_hash, done, base)  # timed in one process, the others idle
+    if job.kind == "chance":
+        return _chance(suite, job, data_hash, done, base)
     if job.kind == "pretrain":
         cfg = _job_cfg(suite, job, None, False, work_dir)
         digest = job_digest(cfg)
@@ -204,17 +256,44 @@ def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str,
     return _metric_rows(base, test(tested), digest, time.perf_counter() - start), False
 
 
+def _chance(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:
+    from harness.chance import chance_config, chance_metrics
+    from harness.results import job_hash
+
+    task = "retrieval" if job.task == "retrieval_zeroshot" else job.task
+    limit = suite.get("eval_limit", {}).get(job.task)
+    cfg = chance_config(task, suite.data, limit)
+    digest = job_hash({"chance": job.task, "config": cfg.to_dict(), "data": data_hash})
+    if digest in done:
+        return [], True
+    start = time.perf_counter()
+    return _metric_rows(base, chance_metrics(cfg), digest, time.perf_counter() - start), False
+
+
 def _efficiency(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:
     """FLOPs and speed of the suite's models in one process (speedups against albef, interleaved rounds)."""
-    from copa.build import build_model
-    from harness.profiling.efficiency import profile_models
-    from harness.profiling.speed import pin_threads
-    from harness.results import efficiency_rows, job_hash
+    from harness import distributed
+    from harness.results import job_hash
 
     spec = copy.deepcopy(job.config)
     digest = job_hash({"efficiency": spec, "data": data_hash})
     if digest in done:
         return [], True
+    if distributed.rank() != 0:
+        distributed.barrier()
+        return [], False
+    try:
+        return _profile(suite, spec, digest, data_hash, base)
+    finally:
+        distributed.barrier()
+
+
+def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tuple[list[dict], bool]:
+    from copa.build import build_model
+    from harness.profiling.efficiency import profile_models
+    from harness.profiling.speed import pin_threads
+    from harness.results import efficiency_rows
+
     scale = spec.get("scale", "tiny")
     names = spec.get("models", list(suite.models))
     start = time.perf_counter()

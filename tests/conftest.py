@@ -39,3 +39,22 @@ def pretrained_checkpoint(tiny_benchmark, tmp_path_factory):
         return made[model]
 
     return checkpoint
+
+
+def _write_suite(path: Path, data: Path, models: list[str], tasks: list[str], max_iters: dict, eval_limit: dict,
+                 seeds: tuple[int, ...] = (0,), **extra) -> str:
+    """A small suite config file at tiny scale over ``data`` (ViT from scratch); ``extra`` adds keys."""
+    lines = ["scale = 'tiny'", f"data = {str(data)!r}", "vision_init = 'none'", f"seeds = {list(seeds)!r}",
+             f"models = {models!r}", f"tasks = {tasks!r}",
+             f"test_only = {[t for t in tasks if t in ('retrieval_zeroshot', 'patch_detection')]!r}",
+             f"max_iters = {max_iters!r}", f"eval_limit = {eval_limit!r}"]
+    lines += [f"{key} = {value!r}" for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture()
+def write_suite():
+    """``write_suite(path, data, models, tasks, max_iters, eval_limit, seeds=(0,), **extra)``: a small suite
+    config file at tiny scale (ViT from scratch); returns its path."""
+    return _write_suite

@@ -38,8 +38,8 @@ def check_applicable(task: str, model: str, model_cfg: dict, requires: Iterable[
         raise NotApplicable(f"task {task!r} does not apply to model {model!r}: {reasons.get(missing[0], missing[0])}")
 
 
-def _state_dict_of(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    ckpt = load_checkpoint(path)
+def _state_dict_of(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(path, mmap=mmap)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise InputError(path, "state_dict", "no model weights in this checkpoint")
@@ -69,20 +69,43 @@ class TaskModel(BaseModel):
             self.load_pretrained(self.checkpoint)
         self._is_init = True
 
-    def load_pretrained(self, path: str | os.PathLike) -> None:
-        state = _state_dict_of(path)
-        if any(k.startswith("backbone.") for k in state):
-            _load_strict(path, self, state)
-            return
-        _load_strict(path, self.backbone, state)
+    def load_pretrained(self, path: str | os.PathLike, load: bool = True) -> None:
+        """Load ``path`` into the model; with ``load=False`` only check that it would load (the model may be
+        on the meta device: copa-bench checks a job's checkpoint this way before anything is written)."""
+        state = _state_dict_of(path, mmap=not load)
+        module = self if any(k.startswith("backbone.") for k in state) else self.backbone
+        self.check_state(path, state)
+        _check_fits(path, module, state)
         own = [k for k in self.state_dict() if not k.startswith("backbone.")]
-        if own and self.require_head:
+        if module is self.backbone and own and self.require_head:
             raise InputError(path, "state_dict", f"a pre-training checkpoint has no weights for this task's head "
                              f"({own[0]}, ...): fine-tune first with 'copa-bench train'")
+        if load:
+            module.load_state_dict(state)
 
 
-def _load_strict(path: str | os.PathLike, module: torch.nn.Module, state: dict) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+    def check_state(self, path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+        """Task-specific checks of a checkpoint's weights before they load (none by default)."""
+
+
+def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: dict) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else \
+            f"shape {wrong[0]}"
         raise InputError(path, "state_dict", f"does not fit {type(module).__name__}: {what}")
+
+
+def check_checkpoint(task_model: dict, path: str | os.PathLike) -> None:
+    """Raise InputError now if ``path`` is not a checkpoint this task model would load (unsafe objects, no
+    weights, another model's weights): built on the meta device and read memory-mapped, so it is cheap."""
+    import harness.tasks  # noqa: F401  (registers every task model)
+
+    with torch.device("meta"):
+        model = MODELS.build(dict(task_model, checkpoint=None))
+    model.require_head = task_model.get("require_head", False)
+    model.load_pretrained(path, load=False)

@@ -1,0 +1,74 @@
+"""Chance levels (harness/chance.py) against independent computations: an exhaustive enumeration of random
+rankings for retrieval; the VQA and grounding floors recomputed from the benchmark's raw JSON files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from harness.chance import _retrieval, chance_config, chance_metrics
+
+
+def test_retrieval_closed_form_equals_every_ranking_enumerated():
+    captions = [1, 2, 3]  # image i has captions[i] of the 6 texts
+    owner = [i for i, m in enumerate(captions) for _ in range(m)]
+    got = _retrieval([{"texts": ["t"] * m} for m in captions])
+    orders = list(itertools.permutations(range(len(owner))))
+    for k in (1, 5, 10):
+        hits = [sum(min(order.index(t) for t in range(len(owner)) if owner[t] == i) < k for order in orders)
+                for i in range(len(captions))]
+        assert got[f"txt_r{k}"] == pytest.approx(100 * sum(h / len(orders) for h in hits) / len(captions))
+        image_orders = list(itertools.permutations(range(len(captions))))
+        found = sum(order.index(i) < k for order in image_orders for i in range(len(captions)))
+        assert got[f"img_r{k}"] == pytest.approx(100 * found / (len(image_orders) * len(captions)))
+
+
+def test_vqa_floor_is_the_most_frequent_training_answer(tiny_benchmark):
+    """The answer is picked from the raw annotations here; the VQA metric (tested on its own in
+    test_task_metrics.py) scores it."""
+    from harness.metrics.vqa import VQAMetric
+
+    train = json.loads((tiny_benchmark / "vqa" / "v2_synth_train_annotations.json").read_text())["annotations"]
+    test = json.loads((tiny_benchmark / "vqa" / "v2_synth_test_annotations.json").read_text())["annotations"][:200]
+    counts: dict[str, int] = {}
+    for ann in train:
+        counts[ann["multiple_choice_answer"]] = counts.get(ann["multiple_choice_answer"], 0) + 1
+    answer = max(counts, key=counts.get)
+    metric = VQAMetric()
+    metric.process(None, [dict(question_id=a["question_id"], pred_answer=answer, answer_type=a["answer_type"],
+                               answers=[x["answer"] for x in a["answers"]]) for a in test])
+    got = chance_metrics(chance_config("vqa", str(tiny_benchmark), 200))
+    assert answer == "no" and got == pytest.approx(metric.compute_metrics(metric.results))
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
+
+
+def test_grounding_floor_is_the_mean_training_box(tiny_benchmark):
+    refs = json.loads((tiny_benchmark / "refcoco" / "refs(synth).json").read_text())
+
+    def expressions(split: str) -> list[tuple[list[float], int, int]]:
+        coco = json.loads((tiny_benchmark / "annotations" / f"instances_{split}.json").read_text())
+        box = {a["id"]: a["bbox"] for a in coco["annotations"]}
+        size = {i["id"]: (i["width"], i["height"]) for i in coco["images"]}
+        return [(box[r["ann_id"]], *size[r["image_id"]]) for r in refs if r["split"] == split for _ in r["sentences"]]
+
+    train = expressions("train")
+    mean = [sum(b[i] / (w if i % 2 == 0 else h) for b, w, h in train) / len(train) for i in range(4)]
+    test = expressions("test")[:100]
+    ious = [_iou([mean[i] * (w if i % 2 == 0 else h) for i in range(4)], b) for b, w, h in test]
+    got = chance_metrics(chance_config("grounding", str(tiny_benchmark), 100))
+    assert got["miou"] == pytest.approx(100 * sum(ious) / len(ious))
+    assert got["acc_iou50"] == pytest.approx(100 * sum(iou >= 0.5 for iou in ious) / len(ious))
+
+
+def test_balanced_labels_and_uninformative_scores(tiny_benchmark):
+    assert chance_metrics(chance_config("nlvr2", str(tiny_benchmark)))["acc"] == 50.0
+    assert chance_metrics(chance_config("patch_detection", str(tiny_benchmark))) == {"patch_auc": 0.5}
+    pretrain = chance_metrics(chance_config("pretrain", str(tiny_benchmark), 250))
+    assert pretrain["itc_r1"] == 1 / 250 and pretrain["itm_auc"] == 0.5

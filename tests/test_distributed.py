@@ -1,0 +1,104 @@
+"""Runs on mmengine's distributed engine under torchrun (gloo on CPU): evaluation in two processes gives the
+metrics of one process (retrieval ranks over the whole gallery, not each process's shard); training in two
+processes saves one plain checkpoint; a suite run by two processes writes each row once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from harness.checkpoint import load_checkpoint
+from harness.results import read_rows
+
+pytestmark = pytest.mark.slow
+
+
+def copa_bench(args: list[str], processes: int = 1, cwd=None, launcher: str = "pytorch") -> str:
+    """``copa-bench ARGS`` in one process, or in ``processes`` processes started by torchrun or as srun starts
+    them (``launcher='slurm'``: one process per task with Slurm's variables); the first process's stdout."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if launcher == "slurm" and processes > 1:
+        return _as_srun(args, processes, env)
+    if processes == 1:
+        command = [sys.executable, "-m", "harness.cli", *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   "-m", "harness.cli", *args, "--launcher", "pytorch"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def _as_srun(args: list[str], processes: int, env: dict) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = [subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--launcher", "slurm"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(env, SLURM_PROCID=str(rank), SLURM_NTASKS=str(processes),
+                                         SLURM_LOCALID=str(rank), SLURM_NODELIST="localhost",
+                                         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
+               for rank in range(processes)]
+    outputs = [p.communicate(timeout=900) for p in started]
+    for process, (out, err) in zip(started, outputs, strict=True):
+        assert process.returncode == 0, out[-2000:] + err[-4000:]
+    return outputs[0][0]
+
+
+def printed_metrics(stdout: str) -> dict[str, float]:
+    """The ``  name  value`` lines that ``copa-bench train|test`` prints."""
+    metrics = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if line.startswith("  ") and len(parts) == 2:
+            metrics[parts[0]] = float(parts[1])
+    return metrics
+
+
+@pytest.mark.parametrize("launcher", ["pytorch", "slurm"])
+def test_two_process_retrieval_ranks_the_whole_gallery_like_one_process(tiny_benchmark, pretrained_checkpoint,
+                                                                       tmp_path, launcher):
+    checkpoint = pretrained_checkpoint("albef")
+    args = ["test", "--model", "albef", "--task", "retrieval", "--checkpoint", str(checkpoint),
+            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=120"]
+    one = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "one")]))
+    two = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "two")], processes=2, launcher=launcher))
+    assert {"txt_r1", "img_r10", "r_mean"} <= set(one)
+    assert two == one  # equal to the printed precision (4 decimals)
+
+
+def test_two_process_training_saves_a_checkpoint_that_tests_like_one_process(tiny_benchmark, tmp_path):
+    work_dir = tmp_path / "train2"
+    copa_bench(["train", "--model", "copa", "--task", "pretrain", "--max-iters", "3", "--vision-init", "none",
+                "--data", str(tiny_benchmark), "--work-dir", str(work_dir)], processes=2)
+    checkpoint = (work_dir / "last_checkpoint").read_text().strip()
+    state = load_checkpoint(checkpoint)
+    assert state["meta"]["iter"] == 3
+    assert not any(k.startswith("module.") for k in state["state_dict"])  # saved unwrapped, loadable anywhere
+    args = ["test", "--model", "copa", "--task", "patch_detection", "--checkpoint", checkpoint,
+            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=128"]
+    one = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "one")]))
+    two = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "two")], processes=2))
+    assert "patch_auc" in one and two == one
+
+
+def test_a_suite_run_by_two_processes_writes_each_row_once(tiny_benchmark, tmp_path, write_suite):
+    suite = write_suite(tmp_path / "pair.py", tiny_benchmark, ["copa", "vilt"], ["retrieval_zeroshot", "vqa"],
+                        max_iters=dict(pretrain=2, vqa=2), eval_limit=dict(pretrain=8, retrieval_zeroshot=6, vqa=8),
+                        efficiency=dict(scale="tiny", batch=2, repeats=1, models=["albef", "copa"]))
+    store = tmp_path / "store"
+    copa_bench(["run", suite, "--results", str(store)], processes=2, cwd=tmp_path)
+    rows = read_rows(store)
+    keys = Counter((r["model"], r["task"], r["metric"], r["seed"]) for r in rows)
+    assert keys and max(keys.values()) == 1
+    expected = {("copa", "pretrain"), ("copa", "retrieval_zeroshot"), ("copa", "vqa"), ("vilt", "vqa"),
+                ("vilt", "retrieval_zeroshot")}
+    assert {(r["model"], r["task"]) for r in rows} >= expected
+    assert any(r["task"] == "efficiency" for r in rows)
+    assert len({r["job_hash"] for r in rows if r["task"] == "vqa" and r["model"] != "chance"}) == 2
+
