@@ -34,6 +34,52 @@ def itc_loss(image_feat: Tensor, text_feat: Tensor, temperature: Tensor, positiv
     return (loss_i2t + loss_t2i) / 2, sim_i2t
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward hands each process the gradient of its own rows summed over every
+    process's loss (the other processes contrast against them too); all-reduce only, so gloo runs it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, ...]:
+        parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> Tensor:
+        summed = torch.stack(grads)
+        torch.distributed.all_reduce(summed)
+        return summed[torch.distributed.get_rank()]
+
+
+def world_size() -> int:
+    available = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if available else 1
+
+
+def itc_loss_gathered(image_feat: Tensor, text_feat: Tensor, temperature: Tensor, image_ids: Tensor | None
+                      ) -> tuple[Tensor, Tensor]:
+    """:func:`itc_loss` in a distributed run: each process contrasts its rows against every process's
+    features, so the negatives are those of the global batch, as in one process (ALBEF gathers them too).
+    Every process must hold the same number of rows. Returns the loss and this process's ``(B, B)`` block of
+    image-to-text similarities (ITM mines its negatives there)."""
+    batch, rank = image_feat.shape[0], torch.distributed.get_rank()
+    all_images = torch.cat(_GatherWithGrad.apply(image_feat))
+    all_texts = torch.cat(_GatherWithGrad.apply(text_feat))
+    if image_ids is None:
+        positives = torch.zeros(batch, all_images.shape[0], dtype=torch.bool, device=image_feat.device)
+        positives[:, rank * batch:(rank + 1) * batch] = torch.eye(batch, dtype=torch.bool, device=image_feat.device)
+    else:
+        all_ids = [torch.empty_like(image_ids) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(all_ids, image_ids.contiguous())
+        positives = image_ids[:, None] == torch.cat(all_ids)[None, :]
+    targets = positives.float() / positives.float().sum(dim=1, keepdim=True)
+    sim_i2t = image_feat @ all_texts.t() / temperature
+    sim_t2i = text_feat @ all_images.t() / temperature
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets).sum(dim=1).mean()
+    return (loss_i2t + loss_t2i) / 2, sim_i2t[:, rank * batch:(rank + 1) * batch]
+
+
 @torch.no_grad()
 def sample_hard_negatives(sim: Tensor, positives: Tensor, hardness: float = 1.0) -> Tensor:
     """For each row, one column index drawn over the non-positives with probability

@@ -25,12 +25,14 @@ from torch import Tensor
 
 from .objectives import (
     itc_loss,
+    itc_loss_gathered,
     itm_loss,
     mask_tokens,
     positive_pairs,
     pta_loss,
     sample_hard_negatives,
     token_cross_entropy,
+    world_size,
 )
 from .registry import MODELS
 from .text import (
@@ -323,7 +325,11 @@ class VLPModel(BaseModel):
         if 'itc' in self.losses or 'itm' in self.losses:
             with torch.set_grad_enabled(torch.is_grad_enabled() and 'itc' in self.losses):
                 temp = self.temp.clamp(0.001, 0.5)
-                loss, sim = itc_loss(self._image_feat(free.tokens), self._text_feat(text_hidden), temp, positives)
+                image_feat, text_feat = self._image_feat(free.tokens), self._text_feat(text_hidden)
+                if world_size() > 1 and self.training:
+                    loss, sim = itc_loss_gathered(image_feat, text_feat, temp, image_ids)
+                else:
+                    loss, sim = itc_loss(image_feat, text_feat, temp, positives)
             if 'itc' in self.losses:
                 losses['loss_itc'] = loss
         if 'itm' in self.losses:

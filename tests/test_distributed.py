@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 
 import pytest
+import torch
 
 from harness.checkpoint import load_checkpoint
 from harness.results import read_rows
@@ -102,3 +103,44 @@ def test_a_suite_run_by_two_processes_writes_each_row_once(tiny_benchmark, tmp_p
     assert any(r["task"] == "efficiency" for r in rows)
     assert len({r["job_hash"] for r in rows if r["task"] == "vqa" and r["model"] != "chance"}) == 2
 
+
+
+def _itc_in_two_processes(rank: int, port: int, image_feat, text_feat, image_ids, out_dir) -> None:
+    import torch.distributed as dist
+
+    from copa.objectives import itc_loss_gathered
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    rows = slice(rank * 4, (rank + 1) * 4)
+    images = image_feat[rows].clone().requires_grad_(True)
+    texts = text_feat[rows].clone().requires_grad_(True)
+    loss, sim = itc_loss_gathered(images, texts, torch.tensor(0.07), image_ids[rows])
+    loss.backward()
+    torch.save((loss.detach(), sim.detach(), images.grad, texts.grad), f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_itc_in_two_processes_is_the_one_process_loss_over_the_global_batch(tmp_path):
+    """Mean of the two processes' losses = the 1-process loss over all 8 rows; their gradients (as DDP
+    averages them) = the 1-process gradients; rows of one image are positives across processes."""
+    import torch.multiprocessing as mp
+    import torch.nn.functional as F
+
+    from copa.objectives import itc_loss, positive_pairs
+
+    torch.manual_seed(0)
+    image_feat = F.normalize(torch.randn(8, 6), dim=-1)
+    text_feat = F.normalize(torch.randn(8, 6), dim=-1)
+    image_ids = torch.tensor([0, 1, 2, 3, 3, 4, 5, 0])  # image 0 and 3 have a caption in both halves
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_itc_in_two_processes, args=(port, image_feat, text_feat, image_ids, str(tmp_path)), nprocs=2)
+    out = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    images, texts = image_feat.clone().requires_grad_(True), text_feat.clone().requires_grad_(True)
+    loss, sim = itc_loss(images, texts, torch.tensor(0.07), positive_pairs(8, image_ids, images.device))
+    loss.backward()
+    torch.testing.assert_close((out[0][0] + out[1][0]) / 2, loss.detach())
+    torch.testing.assert_close(torch.cat([out[0][2], out[1][2]]) / 2, images.grad)
+    torch.testing.assert_close(torch.cat([out[0][3], out[1][3]]) / 2, texts.grad)
+    torch.testing.assert_close(out[1][1], sim.detach()[4:, 4:])
