@@ -60,7 +60,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         detail = str(e).split("WeightsUnpickler error: ")[-1].split(". ")[0]
         raise InputError(path, None, f"refused to load: {detail} (not on copa-bench's checkpoint allowlist)") from None
     except (RuntimeError, EOFError) as e:
-        raise InputError(path, None, f"not a readable checkpoint: {e}") from None
+        detail = str(e).split(". ")[0].split("\n")[0]
+        raise InputError(path, None, f"not a readable checkpoint (truncated, or not written by torch.save: {detail})"
+                         ) from None
 
 
 def install_safe_loader() -> None:

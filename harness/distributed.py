@@ -67,8 +67,12 @@ def configure(cfg, launcher: str) -> None:
     model for DDP without device ids."""
     init_distributed(launcher)
     cfg.launcher = launcher
-    if launcher != "none" and not torch.cuda.is_available():
-        # task heads and PTA/decoder branches are unused on some steps: DDP must not wait for their gradients
+    if launcher == "none":
+        return
+    # task heads and PTA/decoder branches are unused on some steps: DDP must not wait for their gradients
+    if torch.cuda.is_available():
+        cfg.find_unused_parameters = True
+    else:
         cfg.model_wrapper_cfg = dict(type="CPUDistributedDataParallel", find_unused_parameters=True)
 
 

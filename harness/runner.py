@@ -315,7 +315,8 @@ def make_runner(cfg):
 
 
 JOB_FILE = "job.json"
-_NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cfg", "experiment_name")
+_NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cfg", "find_unused_parameters",
+                "experiment_name")
 
 
 def job_digest(cfg) -> str:

@@ -97,11 +97,13 @@ def test_efficiency_hook_records_flops_and_speed_after_testing(tiny_benchmark, t
 
 
 def test_max_iters_rescales_the_schedule(tiny_benchmark, tmp_path):
-    longer = build_config("albef", "pretrain", data=tiny_benchmark, work_dir=tmp_path, max_iters=1500)
+    longer = build_config("albef", "pretrain", data=tiny_benchmark, work_dir=tmp_path, max_iters=1500,
+                          vision_init="none")
     warmup, cosine = longer.param_scheduler
     assert (warmup["begin"], warmup["end"], cosine["begin"], cosine["end"]) == (0, 50, 50, 1500)
     assert longer.train_cfg.val_interval == 1500 and longer.default_hooks.checkpoint.interval == 250
-    shorter = build_config("albef", "pretrain", data=tiny_benchmark, work_dir=tmp_path, max_iters=10)
+    shorter = build_config("albef", "pretrain", data=tiny_benchmark, work_dir=tmp_path, max_iters=10,
+                           vision_init="none")
     warmup, cosine = shorter.param_scheduler
     assert (warmup["end"], cosine["begin"], cosine["end"]) == (10, 9, 10)
     assert shorter.train_cfg.val_interval == 10 and shorter.default_hooks.checkpoint.interval == 10
