@@ -32,18 +32,26 @@ SPEED_RATIO_METRICS = frozenset({"speedup_time"})
 INFO_METRICS = frozenset({"pairs_per_s", "latency_ms"})
 # metrics the harness reports as fractions in [0, 1] (not x100): their accuracy tolerance is scaled by 1/100
 FRACTION_METRICS = frozenset({"itm_acc", "itm_auc", "itc_r1", "patch_auc"})
+ALSO_GATED = {"pretrain": ("itc_r1", "patch_auc"), "grounding": ("miou",)}
 ENTRY_KEYS = ("model", "task", "variant", "metric", "value", "kind")
 
 Key = tuple[str, str, str, str]
 
 
 def metric_kind(task: str, metric: str) -> str:
-    """Which rule gates a metric."""
+    """Which rule gates a metric. Of the tasks the tables know, only the headline metric (and pre-training's
+    ITC R@1 and patch AUC) is gated as accuracy; the others — single recalls, per-answer-type VQA accuracy,
+    BLEU-4, patch precision/recall — are reported: on a smoke suite's small test sets they move by several
+    points from run to run (docs/reproducibility.md)."""
     if metric in FLOP_METRICS:
         return "flops"
     if metric in SPEED_RATIO_METRICS:
         return "speed_ratio"
     if metric in INFO_METRICS or task == EFFICIENCY_TASK:
+        return "info"
+    from harness.tables import HEADLINE
+
+    if task in HEADLINE and metric != HEADLINE[task] and metric not in ALSO_GATED.get(task, ()):
         return "info"
     return "accuracy"
 
