@@ -35,10 +35,14 @@ def copa_bench(args: list[str], processes: int = 1, cwd=None, launcher: str = "p
     return done.stdout
 
 
-def _as_srun(args: list[str], processes: int, env: dict) -> str:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _as_srun(args: list[str], processes: int, env: dict) -> str:
+    port = _free_port()
     started = [subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--launcher", "slurm"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(env, SLURM_PROCID=str(rank), SLURM_NTASKS=str(processes),
@@ -132,9 +136,7 @@ def test_itc_in_two_processes_is_the_one_process_loss_over_the_global_batch(tmp_
     image_feat = F.normalize(torch.randn(8, 6), dim=-1)
     text_feat = F.normalize(torch.randn(8, 6), dim=-1)
     image_ids = torch.tensor([0, 1, 2, 3, 3, 4, 5, 0])  # image 0 and 3 have a caption in both halves
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     mp.spawn(_itc_in_two_processes, args=(port, image_feat, text_feat, image_ids, str(tmp_path)), nprocs=2)
     out = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
     images, texts = image_feat.clone().requires_grad_(True), text_feat.clone().requires_grad_(True)
