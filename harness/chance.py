@@ -6,7 +6,9 @@ on the job's test samples from training-set statistics, and scored by the task's
 
 - retrieval: the expected recall of a random ranking (closed form: 1 - C(T-m, k) / C(T, k) for m relevant
   items in a gallery of T);
-- vqa: the most frequent training answer; nlvr2: the most frequent training label;
+- vqa: the most frequent training answer of each question type ("how many", "what color is the", ...;
+  the "per Q-type prior" of the VQA paper, Antol et al. 2015), which a model reading only the question's
+  first words reaches; nlvr2: the most frequent training label;
 - caption: the most frequent training caption for every image;
 - grounding: the mean training box (relative to the image) for every expression;
 - patch detection and pre-training: the values of scores that carry no information (AUC 0.5, R@1 = 1/N).
@@ -82,9 +84,13 @@ def chance_metrics(cfg) -> dict[str, float]:
     train = _build(cfg.train_dataloader["dataset"])
     metric = _metric(evaluator)
     if kind == "VQAMetric":
-        answer = Counter(s["multiple_choice_answer"] for s in train).most_common(1)[0][0]
-        metric.process(None, [dict(question_id=s["question_id"], pred_answer=answer, answers=s["answers"],
-                                   answer_type=s.get("answer_type")) for s in test])
+        overall = Counter(s["multiple_choice_answer"] for s in train).most_common(1)[0][0]
+        by_type: dict[str, Counter] = {}
+        for s in train:
+            by_type.setdefault(s.get("question_type", ""), Counter())[s["multiple_choice_answer"]] += 1
+        prior = {qtype: counts.most_common(1)[0][0] for qtype, counts in by_type.items()}
+        metric.process(None, [dict(question_id=s["question_id"], answers=s["answers"], answer_type=s.get("answer_type"),
+                                   pred_answer=prior.get(s.get("question_type", ""), overall)) for s in test])
     elif kind == "AccuracyMetric":
         label = Counter(s["label"] for s in train).most_common(1)[0][0]
         metric.process(None, [dict(pred=label, label=s["label"], id=s["identifier"]) for s in test])

@@ -37,14 +37,18 @@ def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     """The data root to use: the given one (which must be a complete benchmark) or the default
     ``data/tiny``, generated on first use."""
     from harness import distributed
-    from harness.data.benchmark import make_benchmark, read_manifest
+    from harness.data.benchmark import GENERATOR_VERSION, make_benchmark, read_manifest
 
     if data is not None:
         read_manifest(data)
         return Path(data)
-    if distributed.rank() == 0 and not (DEFAULT_DATA / "MANIFEST.json").is_file():
-        print(f"no --data given: generating the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
-        make_benchmark(DEFAULT_DATA, preset="tiny", seed=0)
+    if distributed.rank() == 0:
+        made = (DEFAULT_DATA / "MANIFEST.json").is_file()
+        old = made and read_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION
+        if not made or old:  # copa-bench's own default dataset follows the generator; a --data one never changes
+            what = "an older generator wrote it: regenerating" if old else "no --data given: generating"
+            print(f"{what} the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
+            make_benchmark(DEFAULT_DATA, preset="tiny", seed=0, force=old)
     distributed.barrier()  # the other processes wait for rank 0's data
     return DEFAULT_DATA
 
@@ -101,11 +105,13 @@ def build_config(
     token_ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
     overrides = {**token_ids, **dict(model_overrides or {})}
+    vision_job = None
     if cfg.get("vision_init") and "vision_pretrained" not in overrides and vision_init != "none":
         if vision_init not in (None, "auto"):
             overrides["vision_pretrained"] = str(vision_init)
         elif scale == "tiny":
-            overrides["vision_pretrained"] = str(ensure_vision_init(scale, data, seed))
+            path, vision_job = ensure_vision_init(scale, data, seed)
+            overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
     if "task_model" in cfg:
@@ -128,6 +134,8 @@ def build_config(
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if loader in cfg:
             _fill_loader(cfg[loader], str(root), str(tokenizer_dir), vision["img_size"], vision["patch_size"])
+    if vision_job is not None:
+        cfg.vision_init_job = vision_job  # the encoder file's name says nothing of how it was made; the hash does
     _set_max_iters(cfg, max_iters)
     cfg.work_dir = str(work_dir or Path("work_dirs") / task / f"{model}_{scale}_seed{seed}")
     _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume)
@@ -225,18 +233,20 @@ def vision_init_dir(scale: str, seed: int) -> Path:
     return Path("work_dirs") / "vision_pretrain" / f"vit_{scale}_seed{seed}"
 
 
-def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int) -> Path:
-    """The ViT initialisation of the pre-training task: the vision pre-training job's exported encoder,
-    trained first (about a minute at tiny scale) when it is not there yet."""
+def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int) -> tuple[Path, str]:
+    """The ViT initialisation of the pre-training task: the vision pre-training job's exported encoder and
+    that job's digest. The job runs first when its work dir holds no finished run of this very config, so
+    an encoder made by an older vision config or other data is never taken for the current one."""
     from harness.tasks.vision_pretrain import ENCODER_FILE
 
-    path = vision_init_dir(scale, seed) / ENCODER_FILE
-    if not path.is_file():
-        print(f"no vision initialisation yet: pre-training the {scale} ViT on object labels into {path.parent}",
-              file=sys.stderr)
-        cfg = build_vision_config(scale, data, seed=seed)
-        make_runner(cfg).train()
-    return path
+    cfg = build_vision_config(scale, data, seed=seed)
+    digest = job_digest(cfg)
+    path = Path(cfg.work_dir) / ENCODER_FILE
+    if not (path.is_file() and finished_job(cfg.work_dir, digest)):
+        print(f"no vision initialisation of this config yet: pre-training the {scale} ViT on object labels "
+              f"into {path.parent}", file=sys.stderr)
+        train(cfg)
+    return path, digest
 
 
 def _register_everything() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from PIL import Image
@@ -74,6 +76,46 @@ def test_nlvr2_labels_are_balanced(tiny_benchmark):
     assert 0.4 < share < 0.6
 
 
+def _template(sentence: str) -> str:
+    """The words of a statement with its colours and shapes blanked out."""
+    from harness.data.scenes import COLOURS
+
+    nouns = sorted({*CATEGORIES, *(f"{c}s" for c in CATEGORIES), "crosses"}, key=len, reverse=True)
+    for word in (*COLOURS, *nouns):
+        sentence = re.sub(rf"\b{word}\b", "_", sentence)
+    return sentence
+
+
+def test_nlvr2_statements_do_not_give_away_their_label(tiny_benchmark):
+    """Every statement template is True about half the time, so only the images decide the label: guessing
+    each test statement's label from its template's (or the exact sentence's) majority in train is chance."""
+    def rows(split: str) -> list[dict]:
+        return [json.loads(line) for line in (tiny_benchmark / "nlvr2" / f"{split}.json").read_text().splitlines()]
+
+    train, test = rows("train"), rows("test")
+    for key in (_template, lambda sentence: sentence):
+        votes: dict[str, Counter] = {}
+        for r in train:
+            votes.setdefault(key(r["sentence"]), Counter())[r["label"]] += 1
+        guess = [votes[k].most_common(1)[0][0] if (k := key(r["sentence"])) in votes else "True" for r in test]
+        accuracy = sum(g == r["label"] for g, r in zip(guess, test, strict=True)) / len(test)
+        assert accuracy < 0.58, accuracy  # 250 test pairs: 0.58 is 2.5 standard deviations above 0.5
+    pooled: dict[str, Counter] = {}
+    for r in train + test + rows("val"):
+        pooled.setdefault(_template(r["sentence"]), Counter())[r["label"]] += 1
+    assert len(pooled) >= 8
+    for template, counts in pooled.items():
+        if sum(counts.values()) >= 100:
+            assert 0.38 < counts["True"] / sum(counts.values()) < 0.62, (template, counts)
+
+
+def test_counting_questions_do_not_favour_one_answer(tiny_benchmark):
+    """"How many" questions pick the count first, so "0" is not the answer to half of them."""
+    ann = json.loads((tiny_benchmark / "vqa" / "v2_synth_train_annotations.json").read_text())["annotations"]
+    counts = Counter(a["multiple_choice_answer"] for a in ann if a["question_type"] == "how many")
+    assert counts.most_common(1)[0][1] / sum(counts.values()) < 0.4 and {"0", "1", "2"} <= set(counts)
+
+
 def test_text_relevant_patches_are_a_minority(tiny_benchmark):
     """Which patches a model keeps must decide its accuracy: text-relevant patches are <= 25%."""
     ds = CaptionDataset(ann_file="annotations/captions_train.json", instances_file="annotations/instances_train.json",
@@ -111,3 +153,22 @@ def test_a_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError), contextlib.redirect_stderr(io.StringIO()):
         make_benchmark(out, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_dataset_follows_the_generator(tiny_benchmark, tmp_path, monkeypatch):
+    """``data/tiny`` (made by copa-bench when no --data is given) is remade when an older generator wrote
+    it, so a changed generator never runs on stale text; a current one is used as it is."""
+    import shutil
+
+    from harness import runner
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_benchmark, runner.DEFAULT_DATA)
+    made = []
+    monkeypatch.setattr(benchmark, "make_benchmark", lambda out, **kwargs: made.append(kwargs))
+    assert runner.ensure_benchmark(None) == runner.DEFAULT_DATA and made == []
+    manifest_path = runner.DEFAULT_DATA / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps(dict(manifest, generator_version=benchmark.GENERATOR_VERSION - 1)))
+    runner.ensure_benchmark(None)
+    assert made == [dict(preset="tiny", seed=0, force=True)]

@@ -25,22 +25,27 @@ def test_retrieval_closed_form_equals_every_ranking_enumerated():
         assert got[f"img_r{k}"] == pytest.approx(100 * found / (len(image_orders) * len(captions)))
 
 
-def test_vqa_floor_is_the_most_frequent_training_answer(tiny_benchmark):
-    """The answer is picked from the raw annotations here; the VQA metric (tested on its own in
-    test_task_metrics.py) scores it."""
+def test_vqa_floor_is_the_most_frequent_training_answer_per_question_type(tiny_benchmark):
+    """The answers are picked from the raw annotations here; the VQA metric (tested on its own in
+    test_task_metrics.py) scores them."""
     from harness.metrics.vqa import VQAMetric
 
     train = json.loads((tiny_benchmark / "vqa" / "v2_synth_train_annotations.json").read_text())["annotations"]
     test = json.loads((tiny_benchmark / "vqa" / "v2_synth_test_annotations.json").read_text())["annotations"][:200]
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, str], int] = {}
     for ann in train:
-        counts[ann["multiple_choice_answer"]] = counts.get(ann["multiple_choice_answer"], 0) + 1
-    answer = max(counts, key=counts.get)
+        key = (ann["question_type"], ann["multiple_choice_answer"])
+        counts[key] = counts.get(key, 0) + 1
+    prior = {}
+    for (qtype, answer), _ in sorted(counts.items(), key=lambda item: item[1]):
+        prior[qtype] = answer  # the most frequent answer of a type is written last
     metric = VQAMetric()
-    metric.process(None, [dict(question_id=a["question_id"], pred_answer=answer, answer_type=a["answer_type"],
-                               answers=[x["answer"] for x in a["answers"]]) for a in test])
+    metric.process(None, [dict(question_id=a["question_id"], pred_answer=prior[a["question_type"]],
+                               answer_type=a["answer_type"], answers=[x["answer"] for x in a["answers"]])
+                          for a in test])
     got = chance_metrics(chance_config("vqa", str(tiny_benchmark), 200))
-    assert answer == "no" and got == pytest.approx(metric.compute_metrics(metric.results))
+    assert {prior["is there a"], prior["is the"]} <= {"yes", "no"} and len(set(prior.values())) >= 4
+    assert got == pytest.approx(metric.compute_metrics(metric.results))
 
 
 def _iou(a: list[float], b: list[float]) -> float:

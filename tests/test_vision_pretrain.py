@@ -12,9 +12,10 @@ import torch
 from pycocotools.coco import COCO
 
 from copa.build import build_model
+from harness import runner
 from harness.data.datasets import ObjectLabelDataset, object_label_classes
 from harness.metrics import average_precision
-from harness.runner import build_vision_config, ensure_vision_init, make_runner
+from harness.runner import ensure_vision_init
 from harness.tasks.vision_pretrain import ENCODER_FILE
 
 TOKENS = dict(vocab_size=2000, cls_token_id=1, sep_token_id=2, pad_token_id=0, mask_token_id=3)
@@ -59,11 +60,27 @@ def test_average_precision_against_the_pairwise_definition():
 @pytest.mark.slow
 def test_exported_encoder_initialises_every_model(tiny_benchmark, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = build_vision_config("tiny", tiny_benchmark, seed=0, max_iters=2)
-    cfg.train_dataloader.batch_size = 8
-    cfg.val_dataloader.dataset.indices = 16
-    make_runner(cfg).train()
-    path = ensure_vision_init("tiny", tiny_benchmark, seed=0)  # already made: no second job
+    real_build, trained = runner.build_vision_config, []
+    iters = {"n": 2}
+
+    def small(*args, **kwargs):
+        cfg = real_build(*args, **kwargs, max_iters=iters["n"])
+        cfg.train_dataloader.batch_size = 8
+        cfg.val_dataloader.dataset.indices = 16
+        return cfg
+
+    def counted(cfg):
+        trained.append(cfg.train_cfg.max_iters)
+        return real_train(cfg)
+
+    real_train = runner.train
+    monkeypatch.setattr(runner, "build_vision_config", small)
+    monkeypatch.setattr(runner, "train", counted)
+    path, digest = ensure_vision_init("tiny", tiny_benchmark, seed=0)
+    again, same = ensure_vision_init("tiny", tiny_benchmark, seed=0)  # already made: no second job
+    assert trained == [2] and (again, same) == (path, digest)
+    iters["n"] = 3  # another vision config: its encoder is made again, never taken from the old run
+    assert ensure_vision_init("tiny", tiny_benchmark, seed=0)[1] != digest and trained == [2, 3]
     assert path.name == ENCODER_FILE and path.is_file()
     state = torch.load(path, weights_only=True)
     for name in ("albef", "copa", "vilt"):

@@ -38,7 +38,7 @@ from harness.data.tokenizer import train_wordpiece
 from harness.errors import InputError
 
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: NLVR2 templates True half the time; counting questions draw the count first
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,7 @@ class VQADataset(_AnnotationDataset):
                 if not texts:
                     raise InputError(ans_path, f"{where}.answers", "no answers")
                 answers[qid] = {"answers": texts, "answer_type": ann.get("answer_type", ""),
+                                "question_type": ann.get("question_type", ""),
                                 "multiple_choice_answer": ann.get("multiple_choice_answer", "")}
         samples = []
         for i, q in enumerate(field(data, "questions", path, "", list)):

@@ -131,9 +131,12 @@ def vqa_question(rng: np.random.Generator, objects: list[SceneObject], image_siz
         kinds.append("relation")
     kind = _pick(rng, kinds)
     if kind == "count":
-        category = _pick(rng, CATEGORIES)
-        answer = str(cats.get(category, 0))
-        n = int(answer)
+        # the count first, then a shape with that count: drawing the shape first would make "0" the
+        # answer to half the questions, learnable from the words alone
+        by_count = Counter(cats.get(c, 0) for c in CATEGORIES)
+        n = _pick(rng, sorted(by_count))
+        category = _pick(rng, [c for c in CATEGORIES if cats.get(c, 0) == n])
+        answer = str(n)
         q, qtype, atype = f"how many {plural(category)} are there?", "how many", "number"
         alternatives = [str(max(0, n - 1)), str(n + 1)]
     elif kind == "exist":
@@ -188,37 +191,48 @@ def _nlvr2_truth(kind: str, args: tuple, left: list[SceneObject], right: list[Sc
     raise ValueError(kind)
 
 
+def _nlvr2_statements(left: list[SceneObject], right: list[SceneObject]) -> dict[tuple, list[tuple[str, bool]]]:
+    """Every statement the templates make about the objects of a pair, with its truth value, grouped by
+    what the text alone shows (the template and the number it states)."""
+    objects = left + right
+    categories = sorted({o.category for o in objects})
+    groups: dict[tuple, list[tuple[str, bool]]] = {}
+
+    def add(key: tuple, kind: str, args: tuple, text: str) -> None:
+        groups.setdefault(key, []).append((text, _nlvr2_truth(kind, args, left, right)))
+
+    for side in ("left", "right"):
+        for category in categories:
+            for n in range(4):
+                noun = category if n == 1 else plural(category)
+                add(("exactly", n), "exactly", (side, n, category),
+                    f"the {side} image contains exactly {NUMBER_WORDS[n]} {noun}")
+        for colour in sorted({o.colour for o in objects}):
+            add(("none",), "none", (side, colour), f"the {side} image has no {colour} objects")
+    for colour, category in sorted({(o.colour, o.category) for o in objects}):
+        add(("both",), "both", (colour, category), f"both images contain a {colour} {category}")
+    for category in categories:
+        add(("more",), "more", (category,),
+            f"there are more {plural(category)} in the left image than in the right image")
+    return groups
+
+
 def nlvr2_statement(
     rng: np.random.Generator, left: list[SceneObject], right: list[SceneObject], want: bool
 ) -> tuple[str, bool]:
-    """A statement about two scenes, aiming at the truth value ``want`` (the returned label is
-    computed from the scenes, so it is right even when no statement of the wanted value was found)."""
-    for _ in range(50):
-        kind = _pick(rng, ("exactly", "both", "more", "none"))
-        if kind == "exactly":
-            side = _pick(rng, ("left", "right"))
-            category = _pick(rng, CATEGORIES)
-            objs = left if side == "left" else right
-            n = sum(o.category == category for o in objs) + (0 if want else int(_pick(rng, (-1, 1))))
-            if n < 0:
-                continue
-            args = (side, n, category)
-            text = f"the {side} image contains exactly {NUMBER_WORDS[n]} {plural(category) if n != 1 else category}"
-        elif kind == "both":
-            source = left + right
-            o = _pick(rng, source)
-            args = (o.colour, o.category)
-            text = f"both images contain a {o.colour} {o.category}"
-        elif kind == "more":
-            (category,) = args = (_pick(rng, CATEGORIES),)
-            text = f"there are more {plural(category)} in the left image than in the right image"
-        else:
-            side, colour = args = (_pick(rng, ("left", "right")), _pick(rng, list(COLOURS)))
-            text = f"the {side} image has no {colour} objects"
-        label = _nlvr2_truth(kind, args, left, right)
-        if label == want:
-            return text, label
-    return text, label
+    """A statement about two scenes with the truth value ``want``.
+
+    The template (and stated number) is drawn from those that have both a true and a false statement
+    for this pair, and only then the statement of the wanted value, so that with ``want`` alternating the
+    text alone says nothing about the label: every template is True half the time. Statements only name
+    colours and shapes that occur in the pair, so a False one cannot be told from the words either."""
+    groups = _nlvr2_statements(left, right)
+    keys = [key for key in sorted(groups) if len({label for _, label in groups[key]}) == 2]
+    if not keys:  # cannot happen with two scenes of >= 1 object, but never loop or fail on it
+        keys = sorted(groups)
+    candidates = groups[keys[int(rng.integers(len(keys)))]]
+    wanted = [c for c in candidates if c[1] == want] or candidates
+    return wanted[int(rng.integers(len(wanted)))]
 
 
 def referring_expressions(
