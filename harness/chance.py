@@ -33,8 +33,12 @@ def _build(dataset_cfg: dict):
 
 
 def _metric(evaluator_cfg: dict):
-    from harness.registry import METRICS
+    from mmengine.logging import MMLogger
 
+    from harness.registry import METRICS
+    from harness.runner import quiet_console
+
+    quiet_console(MMLogger.get_current_instance())  # no Runner has set up the console yet
     return METRICS.build(dict(evaluator_cfg))
 
 

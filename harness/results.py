@@ -324,11 +324,16 @@ def row_key(row: Mapping) -> tuple:
     return tuple(row[k] for k in KEY_FIELDS)
 
 
+def created_at(row: Mapping) -> _dt.datetime:
+    """When a row was written (rows of another or no timezone sort first)."""
+    return _parse_created(row["created"]) or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+
+
 def latest(rows: Iterable[Mapping]) -> list[dict]:
     """The newest row per (suite, model, task, variant, metric, seed); a rerun supersedes, never averages."""
     best: dict[tuple, tuple[_dt.datetime, int, Mapping]] = {}
     for i, row in enumerate(rows):
-        when = _parse_created(row["created"]) or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+        when = created_at(row)
         key = row_key(row)
         if key not in best or (when, i) >= best[key][:2]:
             best[key] = (when, i, row)

@@ -276,6 +276,14 @@ def _quiet_console(record: logging.LogRecord) -> bool:
     return not any(noise in message for noise in _CONSOLE_NOISE)
 
 
+def quiet_console(logger: logging.Logger) -> logging.Logger:
+    """Filter mmengine's expected chatter out of ``logger``'s console handlers."""
+    for handler in logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.addFilter(_quiet_console)
+    return logger
+
+
 def make_runner(cfg):
     """An mmengine Runner for ``cfg`` that loads checkpoints safely and keeps the console short."""
     from mmengine.runner import Runner
@@ -296,11 +304,7 @@ def make_runner(cfg):
             return super().test()
 
         def build_logger(self, *args, **kwargs):
-            logger = super().build_logger(*args, **kwargs)
-            for handler in logger.handlers:
-                if type(handler) is logging.StreamHandler:
-                    handler.addFilter(_quiet_console)
-            return logger
+            return quiet_console(super().build_logger(*args, **kwargs))
 
         def _log_env(self, env_cfg: dict) -> None:
             """The full environment and config go to the log file only; the console gets one line."""

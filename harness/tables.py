@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,16 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import InputError
-from harness.results import DEFAULT_STORE, EFFICIENCY_TASK, latest, read_rows, store_file, write_atomic
+from harness.results import (
+    DEFAULT_STORE,
+    EFFICIENCY_TASK,
+    StoreWarning,
+    created_at,
+    latest,
+    read_rows,
+    store_file,
+    write_atomic,
+)
 
 DEFAULT_OUT = "results/tables"
 FORMATS = ("md", "csv", "latex", "html")
@@ -83,7 +93,13 @@ def load_rows(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = 
     if suite is not None and suite not in suites:
         raise InputError(path, "--suite", f"no rows of suite {suite!r} (the store holds {', '.join(suites)})")
     chosen = suite or suites[0]
-    frame = pd.DataFrame([r for r in rows if r["suite"] == chosen])
+    picked = [r for r in rows if r["suite"] == chosen]
+    newest = max(picked, key=created_at)["data_hash"]
+    stale = [r for r in picked if r["data_hash"] != newest]
+    if stale:  # a table compares like with like: one benchmark, the one the suite last ran on
+        warnings.warn(f"{path}: {len(stale)} rows of suite {chosen!r} measured on other data than its newest rows "
+                      f"(data_hash {newest[:12]}) are left out of the tables", StoreWarning, stacklevel=2)
+    frame = pd.DataFrame([r for r in picked if r["data_hash"] == newest])
     frame["value"] = frame["value"].astype(float)
     return frame
 

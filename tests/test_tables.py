@@ -153,6 +153,20 @@ def test_truncated_last_line_is_kept_out_of_the_tables(store):
     assert "tome" not in list(main_table.frame.model)
 
 
+def test_rows_measured_on_other_data_are_kept_out_of_the_tables(store):
+    """After the benchmark changes, a suite's rows of the old data (tome here, never rerun) are not mixed into
+    the tables with the new ones."""
+    append_rows(store, [row(model="tome", task="retrieval", metric="r_mean", value=99.0, data_hash="old",
+                            created="2020-01-01T00:00:00.000000+00:00")])
+    with pytest.warns(StoreWarning, match=r"1 rows of suite 'ci' measured on other data"):
+        main_table = tables.build_tables(store)[0][0]
+    assert "tome" not in list(main_table.frame.model) and "albef" in list(main_table.frame.model)
+    append_rows(store, [row(model="tome", task="retrieval", metric="r_mean", value=99.0, data_hash="new")])
+    with pytest.warns(StoreWarning, match=r"measured on other data than its newest rows \(data_hash new\)"):
+        main_table = tables.build_tables(store)[0][0]
+    assert list(main_table.frame.model) == ["tome"]
+
+
 def test_pareto_front():
     # lower x is better: (1, 50) and (2, 60) and (4, 70) are on the front; (3, 55) is beaten by (2, 60)
     assert tables.pareto_front([1, 2, 3, 4], [50, 60, 55, 70], lower_x_better=True) == [0, 1, 3]
