@@ -86,10 +86,11 @@ def provenance() -> dict:
     """What a row was produced by, so that numbers from different commits or machines are never confused.
 
     Without git (or outside a repository) the commit is "unknown" and the tree counts as dirty, since
-    nothing proves it clean. Untracked files do not make the tree dirty (outputs land there).
+    nothing proves it clean. Untracked files and changes under ``results/`` (the committed store and tables,
+    which every suite run appends to) do not make the tree dirty: they are outputs, not what produced them.
     """
     head = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if head else None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results") if head else None
     versions = {"python": platform.python_version()}
     versions.update({name: _version(name) for name in VERSION_KEYS[1:]})
     from harness.profiling.speed import machine

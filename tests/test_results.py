@@ -191,3 +191,26 @@ def test_provenance_in_the_repository():
     prov = results.provenance()
     assert prov["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"])
     assert isinstance(prov["git_dirty"], bool)
+
+
+def test_only_code_changes_make_the_tree_dirty(tmp_path, monkeypatch):
+    """A suite appending to the committed store must not mark the next suite's rows as made by dirty code."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "results" / "store").mkdir(parents=True)
+    (tmp_path / "results" / "store" / "rows.jsonl").write_text("")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(results, "_REPO_ROOT", tmp_path)
+    assert results.provenance()["git_dirty"] is False
+    (tmp_path / "results" / "store" / "rows.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert results.provenance()["git_dirty"] is False
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert results.provenance()["git_dirty"] is True
