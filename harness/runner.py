@@ -35,7 +35,7 @@ def task_config_path(task: str) -> Path:
 
 def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     """The data root to use: the given one (which must be a complete benchmark) or the default
-    ``data/tiny``, generated on first use."""
+    ``data/tiny``, generated on first use and again when an older generator version wrote it."""
     from harness import distributed
     from harness.data.benchmark import GENERATOR_VERSION, make_benchmark, read_manifest
 
