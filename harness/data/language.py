@@ -228,7 +228,7 @@ def nlvr2_statement(
     colours and shapes that occur in the pair, so a False one cannot be told from the words either."""
     groups = _nlvr2_statements(left, right)
     keys = [key for key in sorted(groups) if len({label for _, label in groups[key]}) == 2]
-    if not keys:  # cannot happen with two scenes of >= 1 object, but never loop or fail on it
+    if not keys:  # two scenes alike in every count and colour: no template can be both, take any statement
         keys = sorted(groups)
     candidates = groups[keys[int(rng.integers(len(keys)))]]
     wanted = [c for c in candidates if c[1] == want] or candidates
