@@ -323,16 +323,34 @@ def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) ->
     return Table("efficiency", "Efficiency", pd.DataFrame(columns), notes)
 
 
-def ablation_tables(summary: pd.DataFrame) -> list[Table]:
-    """One table per variant family (keep*, pta*, tpd*, ...): (model, metric) x (default + each variant)."""
+def variant_families(variants: Sequence[str]) -> dict[str, list[str]]:
+    """The ablation families (keep, pta, tpd, ...) of a suite's variant names, each family's variants in order."""
     families: dict[str, list[str]] = {}
-    for variant in sorted(set(summary.variant), key=_variant_key):
+    for variant in sorted(set(variants), key=_variant_key):
         family = variant_family(variant)
         if family:
             families.setdefault(family, []).append(variant)
+    return families
+
+
+def family_summary(rows: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
+    """``summarize`` of a family's variants and of the default configuration over the seeds those variants ran.
+
+    An ablation compares like with like: when the main comparison has 3 seeds and an ablation one, its
+    'default' column is that one seed's default run, not the 3-seed mean.
+    """
+    variant_rows = rows[rows.variant.isin(variants)]
+    default_rows = rows[(rows.variant == "") & rows.seed.isin(set(variant_rows.seed))]
+    return summarize(pd.concat([default_rows, variant_rows], ignore_index=True))
+
+
+def ablation_tables(rows: pd.DataFrame) -> list[Table]:
+    """One table per variant family (keep*, pta*, tpd*, ...): (model, metric) x (default + each variant)."""
     tables = []
-    for family, variants in families.items():
+    for family, variants in variant_families(rows.variant).items():
+        summary = family_summary(rows, variants)
         fam = summary[summary.variant.isin(variants)]
+        seeds = ", ".join(str(s) for s in sorted(set(rows[rows.variant.isin(variants)].seed)))
         metrics = [(t, HEADLINE[t]) for t in HEADLINE if ((fam.task == t) & (fam.metric == HEADLINE[t])).any()]
         metrics += [(EFFICIENCY_TASK, m) for m in ("gmacs", "pairs_per_s", "speedup_time")
                     if ((fam.task == EFFICIENCY_TASK) & (fam.metric == m)).any()]
@@ -352,7 +370,8 @@ def ablation_tables(summary: pd.DataFrame) -> list[Table]:
                     r = by_key.get((model, v))
                     cells[v or "default"].append(MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
                                                  else format_cell(r.mean, r.std, r.n, decimals))
-        notes = [_seed_note(fam), f"Variants of the '{family}' family; 'default' = the default configuration."]
+        notes = [_seed_note(summary), f"Variants of the '{family}' family; 'default' = the default configuration "
+                 f"over the seeds the variants ran ({seeds})."]
         tables.append(Table(f"ablation_{family}", f"Ablation: {family}*", pd.DataFrame({**records, **cells}), notes))
     return tables
 
@@ -468,20 +487,41 @@ def plot_pareto(summary: pd.DataFrame, task: str, metric: str, path: str | os.Pa
     return path
 
 
-def plot_keep_ratio(summary: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
-    """Accuracy against the keep ratio of the keep* variants, one line per model; None without such rows."""
+def _keep_ratio(model: str, variant: str) -> float | None:
+    """The keep ratio a row was measured at: a keep* variant's, or the default's as the model registers it."""
+    if variant:
+        return float(variant[4:])
+    from copa.build import METHODS  # the model registry pulls in torch; only this plot needs it
+
+    ratio = METHODS.get(model, {}).get("keep_ratio")
+    return None if ratio is None else float(ratio)
+
+
+def keep_ratio_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    """The summary rows of a keep-ratio sweep with their ``ratio``: every keep* variant, and the default run at the
+    model's own keep ratio over the same seeds, for the models that have keep* rows of ``task``/``metric``."""
+    variants = sorted({v for v in rows.variant if re.fullmatch(r"keep\d*\.?\d+", v)}, key=_variant_key)
+    summary = family_summary(rows, variants)
+    sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.status == "ok")]
+    sel = sel[sel.model.isin(set(sel.loc[sel.variant != "", "model"]))]  # a default alone is no sweep
+    return (sel.assign(ratio=[_keep_ratio(m, v) for m, v in zip(sel.model, sel.variant, strict=True)])
+            .dropna(subset=["ratio"]).sort_values("variant", ascending=False)  # a keep* variant before the default
+            .drop_duplicates(subset=["model", "ratio"]).sort_values(["model", "ratio"], ignore_index=True))
+
+
+def plot_keep_ratio(rows: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
+    """Accuracy against the keep ratio (``keep_ratio_points``), one line per model; None without keep* rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.status == "ok")
-                  & summary.variant.str.fullmatch(r"keep\d*\.?\d+")]
+    sel = keep_ratio_points(rows, task, metric)
     if sel.empty:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for model in _model_order(sel.model):
-        points = sel[sel.model == model].assign(ratio=lambda d: d.variant.str[4:].astype(float)).sort_values("ratio")
+        points = sel[sel.model == model]
         std = np.nan_to_num(points["std"].to_numpy(dtype=float))
         ax.errorbar(points["ratio"], points["mean"], yerr=std, marker="o", capsize=3, label=model)
     ax.set_xlabel("keep ratio")
@@ -502,13 +542,16 @@ def plot_keep_ratio(summary: pd.DataFrame, task: str, metric: str, path: str | o
 def build_tables(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = None,
                  paper: PaperReference | None = None) -> tuple[list[Table], pd.DataFrame]:
     """All tables of one suite (main first) and the per-key summary they were made from."""
-    rows = load_rows(store_dir, suite)
+    return tables_from_rows(load_rows(store_dir, suite), paper)
+
+
+def tables_from_rows(rows: pd.DataFrame, paper: PaperReference | None = None) -> tuple[list[Table], pd.DataFrame]:
     summary = summarize(rows)
     tables = [main_table(summary, rows, paper)]
     eff = efficiency_table(summary, rows)
     if eff is not None:
         tables.append(eff)
-    tables += ablation_tables(summary)
+    tables += ablation_tables(rows)
     return tables, summary
 
 
@@ -523,7 +566,8 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
     if bad or not formats:
         raise InputError(None, "--format", f"unknown format(s) {', '.join(bad) or '(none)'} "
                          f"(choose from {', '.join(FORMATS)})")
-    tables, summary = build_tables(store_dir, suite, paper)
+    rows = load_rows(store_dir, suite)
+    tables, summary = tables_from_rows(rows, paper)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "--out", "exists and is not a directory")
@@ -536,8 +580,8 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
     if plots is None:
         plots = [(t, m) for t, m in HEADLINE.items() if ((summary.task == t) & (summary.metric == m)).any()]
     for task, metric in plots:
-        for kind, plot in (("pareto", plot_pareto), ("keep", plot_keep_ratio)):
-            path = plot(summary, task, metric, out / f"{kind}_{task}_{metric}.png")
+        for path in (plot_pareto(summary, task, metric, out / f"pareto_{task}_{metric}.png"),
+                     plot_keep_ratio(rows, task, metric, out / f"keep_{task}_{metric}.png")):
             if path is not None:
                 written.append(path)
     return tables, written

@@ -116,6 +116,25 @@ def test_ablation_and_efficiency_tables(store):
     assert eff.loc[(eff.model == "copa") & (eff.variant == "default"), "pairs/s"].item() == "160.0"
 
 
+def test_ablations_compare_with_the_default_on_the_seeds_the_variants_ran(store):
+    copa = RETRIEVAL["copa"]  # the default ran seeds 0, 1, 2; keep* variants 0 and 1; pta* variants 0
+    all_tables = {t.name: t for t in tables.build_tables(store)[0]}
+    keep = all_tables["ablation_keep"].frame
+    default = keep.loc[(keep.model == "copa") & (keep.metric == "retrieval r_mean"), "default"].item()
+    assert _parse(default) == pytest.approx((np.mean(copa[:2]), np.std(copa[:2], ddof=1)), abs=0.05)
+    pta = all_tables["ablation_pta"].frame
+    assert pta.loc[pta.metric == "retrieval r_mean", "default"].item() == f"{copa[0]:.1f}"
+    assert "seeds the variants ran (0)" in all_tables["ablation_pta"].notes[1]
+
+    rows = tables.load_rows(store)
+    points = tables.keep_ratio_points(rows, "retrieval", "r_mean")
+    assert points.ratio.tolist() == [0.3, 0.5, 0.7]
+    assert points["mean"].tolist() == pytest.approx([64.5, 68.5, 71.0])  # keep0.5's own run, not the default
+    without = tables.keep_ratio_points(rows[rows.variant != "keep0.5"], "retrieval", "r_mean")
+    assert without.variant.tolist() == ["keep0.3", "", "keep0.7"]  # copa's registered keep ratio is 0.5
+    assert without["mean"].tolist() == pytest.approx([64.5, np.mean(copa[:2]), 71.0])
+
+
 def test_every_format_and_the_plots_are_written(store, tmp_path, capsys):
     out = tmp_path / "tables"
     assert main(["table", "--results", str(store), "--out", str(out)]) == 0
