@@ -546,6 +546,7 @@ def build_tables(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None
 
 
 def tables_from_rows(rows: pd.DataFrame, paper: PaperReference | None = None) -> tuple[list[Table], pd.DataFrame]:
+    """``build_tables`` over rows already loaded (``write_tables`` also needs them for the keep-ratio plots)."""
     summary = summarize(rows)
     tables = [main_table(summary, rows, paper)]
     eff = efficiency_table(summary, rows)
