@@ -157,7 +157,7 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     root = ensure_benchmark(suite.get("data"))
     suite.data = str(root)
     data_hash = read_manifest(root)["content_sha256"]
-    done = completed_jobs(results_dir)
+    done = completed_jobs(results_dir, suite=name)
     jobs = plan(suite, seeds, variants, models)
     work_root = Path(work_root) / name
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)

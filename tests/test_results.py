@@ -163,6 +163,8 @@ def test_completed_jobs_and_latest(tmp_path):
     assert completed_jobs(tmp_path) == {"a", "b", "c"}
     kept = latest(read_rows(tmp_path))
     assert sorted((r["seed"], r["value"]) for r in kept) == [(0, 20.0), (1, 30.0)]
+    append_rows(tmp_path, [row(suite="paper", job_hash="d")])  # a suite resumes from its own rows only
+    assert completed_jobs(tmp_path, suite="s") == {"a", "b", "c"} and completed_jobs(tmp_path, "paper") == {"d"}
 
 
 def test_efficiency_rows_from_profile_rows():
