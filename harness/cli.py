@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--csv", default=None, help="write the rows as CSV")
     profile.set_defaults(func=_cmd_profile)
     run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
-    run.add_argument("suite", help="smoke, paper, efficiency, or a suite config file")
+    run.add_argument("suite", help="smoke, paper, downstream, efficiency, or a suite config file")
     run.add_argument("--results", default="results/store", help="results store directory")
     run.add_argument("--work-dir", default="work_dirs/suites", help="where the jobs' work dirs go (default "
                      "work_dirs/suites/SUITE/...); finished training jobs found there are reused")

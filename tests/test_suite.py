@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.results import read_rows
-from harness.suite import load_suite, plan, run_suite
+from harness.suite import CONFIG_DIR, load_suite, plan, run_suite
 
 MODELS = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
 TASKS = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
@@ -29,6 +29,13 @@ eval_limit = dict(pretrain=8, retrieval_zeroshot=6, retrieval=6, patch_detection
                   grounding=8)
 """)
     return str(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.py")))
+def test_every_shipped_suite_is_valid(name):
+    suite = load_suite(name)
+    jobs = plan(suite)
+    assert {j.model for j in jobs if j.kind != "chance"} >= set(suite.models) or not suite.get("tasks")
 
 
 def test_plan_orders_pretraining_before_each_models_tasks():
