@@ -110,6 +110,8 @@ LAUNCHER_HELP = "none (one process), pytorch (under torchrun) or slurm (under sr
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.suite import suite_names  # light: no torch or mmengine
+
     parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -176,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--csv", default=None, help="write the rows as CSV")
     profile.set_defaults(func=_cmd_profile)
     run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
-    run.add_argument("suite", help="smoke, paper, downstream, efficiency, or a suite config file")
+    run.add_argument("suite", help=f"{', '.join(suite_names())}, or a suite config file")
     run.add_argument("--results", default="results/store", help="results store directory")
     run.add_argument("--work-dir", default="work_dirs/suites", help="where the jobs' work dirs go (default "
                      "work_dirs/suites/SUITE/...); finished training jobs found there are reused")

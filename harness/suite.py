@@ -3,8 +3,8 @@ the mmengine Runner and recorded in the results store, one row per metric with i
 chance level on the suite's own test set is recorded beside them as the model ``chance``.
 
 Per (model, variant, seed) the pre-training job runs once and every downstream task of that model starts
-from its checkpoint. A job whose config hash is already in the store is skipped, so an interrupted suite
-resumes where it stopped; a task that does not apply to a model is recorded as "n/a" with the reason.
+from its checkpoint. A job whose config hash is already among the suite's rows is skipped, so an interrupted
+suite resumes where it stopped; a task that does not apply to a model is recorded as "n/a" with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from harness.errors import InputError, NotApplicable
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
 CHANCE = "chance"  # the model name of the chance rows
+
+
+def suite_names() -> list[str]:
+    """The suites shipped in configs/suites."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
 
 
 @dataclass
@@ -47,8 +52,7 @@ def load_suite(name: str):
 
     path = Path(name) if name.endswith(".py") else CONFIG_DIR / f"{name}.py"
     if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
-        raise InputError(None, "SUITE", f"unknown suite {name!r} (choose from {', '.join(known)})")
+        raise InputError(None, "SUITE", f"unknown suite {name!r} (choose from {', '.join(suite_names())})")
     try:
         cfg = Config.fromfile(str(path))
     except SyntaxError as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.results import read_rows
-from harness.suite import CONFIG_DIR, load_suite, plan, run_suite
+from harness.suite import load_suite, plan, run_suite, suite_names
 
 MODELS = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
 TASKS = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
@@ -31,7 +31,7 @@ eval_limit = dict(pretrain=8, retrieval_zeroshot=6, retrieval=6, patch_detection
     return str(path)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.py")))
+@pytest.mark.parametrize("name", suite_names())
 def test_every_shipped_suite_is_valid(name):
     suite = load_suite(name)
     jobs = plan(suite)
