@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny offline benchmark, generated once per test session."""
+"""Shared fixtures: the tiny offline benchmark, generated once per test session; one torch thread for exact checks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.data.benchmark import make_benchmark
 
@@ -58,3 +59,13 @@ def write_suite():
     """``write_suite(path, data, models, tasks, max_iters, eval_limit, seeds=(0,), **extra)``: a small suite
     config file at tiny scale (ViT from scratch); returns its path."""
     return _write_suite
+
+
+@pytest.fixture()
+def one_thread():
+    """With more threads, CPU kernels split work by timing: results then differ in the last bits on a busy
+    machine (docs/reproducibility.md). One thread is bit-reproducible whatever the load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

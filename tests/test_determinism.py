@@ -5,7 +5,6 @@ it)."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from harness.results import read_rows
 from harness.suite import run_suite
@@ -15,16 +14,6 @@ pytestmark = pytest.mark.slow
 
 def _metrics(store) -> dict[tuple, float]:
     return {(r["task"], r["metric"]): r["value"] for r in read_rows(store) if r["status"] == "ok"}
-
-
-@pytest.fixture()
-def one_thread():
-    """With more threads, CPU kernels split work by timing: results then differ in the last bits on a busy
-    machine (docs/reproducibility.md). One thread is bit-reproducible whatever the load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_same_seed_twice_gives_identical_metrics(tiny_benchmark, tmp_path, write_suite, monkeypatch, one_thread):

@@ -65,7 +65,7 @@ def test_a_checkpoint_carrying_another_object_is_refused(tmp_path):
         torch.load(path, weights_only=True)
 
 
-def test_same_seed_same_losses(tiny_benchmark, tmp_path):
+def test_same_seed_same_losses(tiny_benchmark, tmp_path, one_thread):
     runs = []
     for i in range(2):
         runner = make_runner(_config(tiny_benchmark, tmp_path / str(i), model="trips", max_iters=4))
