@@ -97,6 +97,12 @@ class SingleStreamVLP(VLPModel):
     def encode_pair(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         return self.joint(images, text_ids, text_mask)[:, 0]
 
+    def encode_pair_tokens(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hidden = self.joint(images, text_ids, text_mask)
+        patches = hidden[:, text_ids.shape[1] + 1:]
+        patch_ids = torch.arange(patches.shape[1], device=patches.device).expand(patches.shape[0], -1)
+        return hidden[:, 0], patches, patch_ids
+
     def itm_logits(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         return self.itm_head(self.encode_pair(images, text_ids, text_mask))
 

@@ -35,6 +35,8 @@ class VisionOutput:
         first reduction point sits before any other reduction.
     scored_patch_ids: per point, ``(B, N_i)`` original-grid index of each scored token (``-1``: fused token).
     token_counts: per point, the sequence length (with [CLS]) leaving it.
+    token_patch_ids: ``(B, T - 1)`` original-grid index of each non-[CLS] output token (``-1``: fused token),
+        so a head can place the final tokens on the image.
     """
 
     tokens: Tensor
@@ -43,6 +45,7 @@ class VisionOutput:
     scores: list[Tensor] = field(default_factory=list)
     scored_patch_ids: list[Tensor] = field(default_factory=list)
     token_counts: list[int] = field(default_factory=list)
+    token_patch_ids: Tensor | None = None
 
 
 def token_schedule(num_patches: int, depth: int, reduction_layers: Sequence[int], keep_ratio: float) -> list[int]:
@@ -175,6 +178,7 @@ class VisionTransformer(nn.Module):
                 out.token_counts.append(x.shape[1])
             x, qkv = self._run_block(i, x, text_free=text is None)
         out.tokens = self.norm(x)
+        out.token_patch_ids = patch_ids
         return out
 
     def forward(self, images: Tensor, text: Tensor | None = None) -> VisionOutput:

@@ -1,5 +1,6 @@
-"""Grounding task unit: box conversions, generalised IoU against hand-computed values, the box loss on a fixed
-batch, the collate function, and fine-tune-then-test on the Runner."""
+"""Grounding task unit: box conversions, generalised IoU against hand-computed values, the patch head's geometry,
+the loss on a fixed batch (with and without a reducer), the collate function, and fine-tune-then-test on the
+Runner."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from copa.build import model_config
 from harness.metrics.grounding import box_iou_xywh
 from harness.tasks.grounding import (
     GroundingModel,
+    PatchGroundingHead,
     box_losses,
     cxcywh_to_xywh,
     cxcywh_to_xyxy,
@@ -55,14 +57,31 @@ def test_box_losses_are_zero_only_at_the_target():
     torch.testing.assert_close(off["loss_giou"], torch.tensor(2 / 3))
 
 
+def test_patch_head_places_boxes_around_their_patches_and_never_picks_a_fused_token():
+    torch.manual_seed(0)
+    head = PatchGroundingHead(dim=8, grid_size=(2, 3), max_offset=1.0)  # 2 rows of 3 patches
+    ids = torch.tensor([[0, 4, 5, -1]])
+    expected = torch.tensor([[[1 / 6, 1 / 4], [3 / 6, 3 / 4], [5 / 6, 3 / 4]]])  # (cx, cy) of patches 0, 4, 5
+    torch.testing.assert_close(head.centres(ids[:, :3]), expected)
+    for layer in (head.box[2], head.key):  # large outputs: offsets and scores at their limits
+        torch.nn.init.normal_(layer.weight, std=10.0)
+    logits, boxes = head(torch.randn(1, 8), torch.randn(1, 4, 8), ids)
+    assert torch.isinf(logits[0, 3]) and logits[0, 3] < 0 and torch.isfinite(logits[0, :3]).all()
+    offset = (boxes[0, :3, :2] - head.centres(ids[:, :3])[0]).abs()
+    assert (offset <= torch.tensor([1 / 3, 1 / 2]) + 1e-6).all()  # within one patch (max_offset) of the centre
+    assert ((boxes[..., 2:] > 0) & (boxes[..., 2:] < 1)).all()
+
+
 def _model(name: str = "albef") -> GroundingModel:
     torch.manual_seed(0)
     overrides = {k: v for k, v in SMALL.items() if name != "vilt" or k == "vision"}
+    if name == "copa":
+        overrides["reduction_layers"] = (1,)
     return GroundingModel(model_config(name, "tiny", **TOKENS, **overrides))
 
 
-@pytest.mark.parametrize("name", ["albef", "vilt"])
-def test_box_loss_falls_on_a_fixed_batch(name):
+@pytest.mark.parametrize("name", ["albef", "copa", "vilt"])  # copa: kept patches and a fused token
+def test_loss_falls_on_a_fixed_batch(name):
     model = _model(name)
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 32, 32, generator=gen)

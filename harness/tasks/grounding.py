@@ -1,10 +1,12 @@
-"""Visual grounding (RefCOCO family): regress the box a referring expression names from the fused [CLS] of the
-(image, expression) pair.
+"""Visual grounding (RefCOCO family): find the box a referring expression names by scoring the pair's visual
+tokens against the fused [CLS] of the (image, expression) pair, then regressing a box around the chosen patch.
 
 The expression has to steer which patches survive, so the pair goes along the *text-aware* path
-(``encode_pair``: the text [CLS] conditions COPA's and TRIPS's reducers, then the fusion encoder; ViLT's joint
-transformer). Every model has that path (``requires = ['fusion']``). The head is TransVG's/ALBEF-style box
-MLP on one token; its loss is DETR's L1 + generalised IoU on boxes normalised to the input image.
+(``encode_pair_tokens``: the text [CLS] conditions COPA's and TRIPS's reducers, then the fusion encoder; ViLT's
+joint transformer). Every model has that path (``requires = ['fusion']``). Localising by patch, not by regressing
+coordinates from one pooled token, keeps the ViT's spatial layout in play: a one-stage, anchor-free grounding
+head (text-conditioned centre classification as in CenterNet/FCOS, box terms from DETR: L1 + generalised IoU on
+boxes normalised to the input image).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from copa.registry import MODELS
@@ -77,40 +80,83 @@ def grounding_collate(samples: Sequence[dict], tokenizer: str, max_length: int =
             "image_ids": torch.tensor([int(s["image_id"]) for s in samples])}
 
 
-@MODELS.register_module()
-class GroundingModel(TaskModel):
-    """Box regression on the backbone's fused [CLS]: MLP (D → D, GELU, D → 4), sigmoid → normalised
-    ``[cx, cy, w, h]``. Loss ``l1_weight`` * L1 + ``giou_weight`` * (1 - GIoU) (DETR's 5 : 2)."""
+class PatchGroundingHead(nn.Module):
+    """Scores each visual token against the fused [CLS] (scaled dot product of two linear maps) and regresses,
+    from each token conditioned on the fused [CLS], a box around its own patch: centre offset within
+    ``max_offset`` patches (tanh), width and height (sigmoid), normalised ``[cx, cy, w, h]``."""
 
-    def __init__(self, backbone: dict, checkpoint: str | None = None, require_head: bool = False,
-                 l1_weight: float = 5.0, giou_weight: float = 2.0, data_preprocessor: dict | None = None) -> None:
-        super().__init__(backbone, checkpoint, require_head, data_preprocessor)
-        dim = self.backbone.text_config.hidden_size
-        self.box_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
-        for layer in (self.box_head[0], self.box_head[2]):
+    def __init__(self, dim: int, grid_size: tuple[int, int], max_offset: float = 2.0) -> None:
+        super().__init__()
+        self.query, self.key, self.condition = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.box = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
+        for layer in (self.query, self.key, self.condition, self.box[0], self.box[2]):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
+        rows, cols = grid_size
+        ids = torch.arange(rows * cols)
+        centres = torch.stack([(ids % cols + 0.5) / cols, (ids // cols + 0.5) / rows], dim=-1)
+        self.register_buffer("patch_centres", centres, persistent=False)
+        self.register_buffer("patch_size", torch.tensor([1 / cols, 1 / rows]), persistent=False)
+        self.max_offset = max_offset
+
+    def centres(self, patch_ids: Tensor) -> Tensor:
+        """Normalised ``(cx, cy)`` ``(B, T, 2)`` of the patches ``patch_ids`` ``(B, T)`` (fused tokens: patch 0)."""
+        return self.patch_centres[patch_ids.clamp_min(0)]
+
+    def forward(self, fused_cls: Tensor, tokens: Tensor, patch_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Score logits ``(B, T)`` (``-inf`` on fused tokens, which have no place) and boxes ``(B, T, 4)``."""
+        logits = (self.query(fused_cls).unsqueeze(1) * self.key(tokens)).sum(-1) / tokens.shape[-1] ** 0.5
+        logits = logits.masked_fill(patch_ids < 0, float("-inf"))
+        raw = self.box(tokens + self.condition(fused_cls).unsqueeze(1))
+        centre = self.centres(patch_ids) + raw[..., :2].tanh() * self.max_offset * self.patch_size
+        return logits, torch.cat([centre, raw[..., 2:].sigmoid()], dim=-1)
+
+
+@MODELS.register_module()
+class GroundingModel(TaskModel):
+    """Backbone + :class:`PatchGroundingHead`. Loss: ``score_weight`` * cross-entropy towards the visual token
+    whose patch centre is nearest the referent's centre, plus ``l1_weight`` * L1 + ``giou_weight`` * (1 - GIoU)
+    of that token's box (DETR's 5 : 2). Prediction: the box of the best-scoring token."""
+
+    def __init__(self, backbone: dict, checkpoint: str | None = None, require_head: bool = False,
+                 score_weight: float = 1.0, l1_weight: float = 5.0, giou_weight: float = 2.0,
+                 max_offset: float = 2.0, data_preprocessor: dict | None = None) -> None:
+        super().__init__(backbone, checkpoint, require_head, data_preprocessor)
+        self.grounding_head = PatchGroundingHead(self.backbone.text_config.hidden_size,
+                                                 tuple(self.backbone.vision.patch_embed.grid_size), max_offset)
+        self.score_weight = score_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
 
+    def locate(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per visual token: score logits ``(B, T)``, boxes ``(B, T, 4)`` and patch centres ``(B, T, 2)``."""
+        fused_cls, tokens, patch_ids = self.backbone.encode_pair_tokens(images, text_ids, text_mask)
+        logits, boxes = self.grounding_head(fused_cls, tokens, patch_ids)
+        centres = self.grounding_head.centres(patch_ids).masked_fill((patch_ids < 0).unsqueeze(-1), float("inf"))
+        return logits, boxes, centres
+
     def predict_boxes(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """Normalised ``[cx, cy, w, h]`` ``(B, 4)`` of the box each expression refers to."""
-        return self.box_head(self.backbone.encode_pair(images, text_ids, text_mask)).sigmoid()
+        logits, boxes, _ = self.locate(images, text_ids, text_mask)
+        return boxes[torch.arange(len(boxes), device=boxes.device), logits.argmax(dim=1)]
 
     def forward(self, images: Tensor, text_ids: Tensor, text_mask: Tensor, boxes: Tensor | None = None,
                 image_sizes: Tensor | None = None, ref_ids: Tensor | None = None, mode: str = "tensor", **unused):
-        pred = self.predict_boxes(images, text_ids, text_mask)
         if mode == "tensor":
-            return pred
+            return self.predict_boxes(images, text_ids, text_mask)
         if image_sizes is None:
             image_sizes = torch.tensor([list(images.shape[-2:])] * images.shape[0], device=images.device)
         if mode == "loss":
-            losses = box_losses(pred, xywh_to_cxcywh(boxes, image_sizes))
-            return {"loss_l1": self.l1_weight * losses["loss_l1"], "loss_giou": self.giou_weight * losses["loss_giou"]}
+            logits, pred, centres = self.locate(images, text_ids, text_mask)
+            target = xywh_to_cxcywh(boxes, image_sizes)
+            nearest = (centres - target[:, None, :2]).square().sum(dim=-1).argmin(dim=1)
+            losses = box_losses(pred[torch.arange(len(pred), device=pred.device), nearest], target)
+            return {"loss_score": self.score_weight * F.cross_entropy(logits, nearest),
+                    "loss_l1": self.l1_weight * losses["loss_l1"], "loss_giou": self.giou_weight * losses["loss_giou"]}
         if mode != "predict":
             raise ValueError(f"unknown mode {mode!r}")
-        pred_xywh = cxcywh_to_xywh(pred.float(), image_sizes)
-        ref_ids = [None] * len(pred) if ref_ids is None else ref_ids.tolist()
-        gt = [None] * len(pred) if boxes is None else boxes
+        pred_xywh = cxcywh_to_xywh(self.predict_boxes(images, text_ids, text_mask).float(), image_sizes)
+        ref_ids = [None] * len(pred_xywh) if ref_ids is None else ref_ids.tolist()
+        gt = [None] * len(pred_xywh) if boxes is None else boxes
         return [{"pred_box": p.tolist(), "gt_box": None if g is None else g.tolist(), "ref_id": r}
                 for p, g, r in zip(pred_xywh, gt, ref_ids, strict=True)]
