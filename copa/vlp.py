@@ -181,18 +181,19 @@ class VLPModel(BaseModel):
     def encode_pair(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """Fused [CLS] ``(B, D_text)`` of the pairs (images[i], text[i]) along the text-aware path: the
         efficiency unit (vision + text + fusion encoders) that FLOP and speed tables measure."""
-        text_hidden = self.encode_text(text_ids, text_mask)
-        tokens = self.encode_image(images, text_hidden).tokens
-        return self.fuse(text_hidden, text_mask, tokens)[:, 0]
+        return self._fused_pair(images, text_ids, text_mask)[0][:, 0]
 
     def encode_pair_tokens(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`encode_pair` plus where to look: the fused [CLS] ``(B, D_text)``, the text-aware visual tokens
         without [CLS] at text width ``(B, T, D_text)``, and each one's original-grid patch id ``(B, T)``
         (``-1``: a fused token). Grounding scores these tokens against the fused [CLS]."""
+        fused, vision = self._fused_pair(images, text_ids, text_mask)
+        return fused[:, 0], self.vision_to_text(vision.tokens[:, 1:]), vision.token_patch_ids
+
+    def _fused_pair(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, VisionOutput]:
         text_hidden = self.encode_text(text_ids, text_mask)
         vision = self.encode_image(images, text_hidden)
-        fused_cls = self.fuse(text_hidden, text_mask, vision.tokens)[:, 0]
-        return fused_cls, self.vision_to_text(vision.tokens[:, 1:]), vision.token_patch_ids
+        return self.fuse(text_hidden, text_mask, vision.tokens), vision
 
     def itm_logits(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """ITM logits ``(B, 2)`` of the pairs (images[i], text[i]) (retrieval re-ranking)."""
