@@ -70,6 +70,9 @@ def test_patch_head_places_boxes_around_their_patches_and_never_picks_a_fused_to
     offset = (boxes[0, :3, :2] - head.centres(ids[:, :3])[0]).abs()
     assert (offset <= torch.tensor([1 / 3, 1 / 2]) + 1e-6).all()  # within one patch (max_offset) of the centre
     assert ((boxes[..., 2:] > 0) & (boxes[..., 2:] < 1)).all()
+    # the training target: the token whose patch centre is nearest the referent's centre (a fused one never)
+    points = torch.tensor([[0.95, 0.8], [0.1, 0.2], [0.5, 0.5]])
+    assert head.nearest_tokens(ids.expand(3, -1), points).tolist() == [2, 0, 1]
 
 
 def _model(name: str = "albef") -> GroundingModel:

@@ -103,6 +103,12 @@ class PatchGroundingHead(nn.Module):
         """Normalised ``(cx, cy)`` ``(B, T, 2)`` of the patches ``patch_ids`` ``(B, T)`` (fused tokens: patch 0)."""
         return self.patch_centres[patch_ids.clamp_min(0)]
 
+    def nearest_tokens(self, patch_ids: Tensor, points: Tensor) -> Tensor:
+        """Index ``(B,)`` of the token whose patch centre is nearest each normalised point ``(B, 2)``; never a
+        fused token."""
+        distance = (self.centres(patch_ids) - points.unsqueeze(1)).square().sum(dim=-1)
+        return distance.masked_fill(patch_ids < 0, float("inf")).argmin(dim=1)
+
     def forward(self, fused_cls: Tensor, tokens: Tensor, patch_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Score logits ``(B, T)`` (``-inf`` on fused tokens, which have no place) and boxes ``(B, T, 4)``."""
         logits = (self.query(fused_cls).unsqueeze(1) * self.key(tokens)).sum(-1) / tokens.shape[-1] ** 0.5
@@ -129,11 +135,10 @@ class GroundingModel(TaskModel):
         self.giou_weight = giou_weight
 
     def locate(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per visual token: score logits ``(B, T)``, boxes ``(B, T, 4)`` and patch centres ``(B, T, 2)``."""
+        """Per visual token: score logits ``(B, T)``, boxes ``(B, T, 4)`` and patch ids ``(B, T)``."""
         fused_cls, tokens, patch_ids = self.backbone.encode_pair_tokens(images, text_ids, text_mask)
         logits, boxes = self.grounding_head(fused_cls, tokens, patch_ids)
-        centres = self.grounding_head.centres(patch_ids).masked_fill((patch_ids < 0).unsqueeze(-1), float("inf"))
-        return logits, boxes, centres
+        return logits, boxes, patch_ids
 
     def predict_boxes(self, images: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """Normalised ``[cx, cy, w, h]`` ``(B, 4)`` of the box each expression refers to."""
@@ -147,9 +152,9 @@ class GroundingModel(TaskModel):
         if image_sizes is None:
             image_sizes = torch.tensor([list(images.shape[-2:])] * images.shape[0], device=images.device)
         if mode == "loss":
-            logits, pred, centres = self.locate(images, text_ids, text_mask)
+            logits, pred, patch_ids = self.locate(images, text_ids, text_mask)
             target = xywh_to_cxcywh(boxes, image_sizes)
-            nearest = (centres - target[:, None, :2]).square().sum(dim=-1).argmin(dim=1)
+            nearest = self.grounding_head.nearest_tokens(patch_ids, target[:, :2])
             losses = box_losses(pred[torch.arange(len(pred), device=pred.device), nearest], target)
             return {"loss_score": self.score_weight * F.cross_entropy(logits, nearest),
                     "loss_l1": self.l1_weight * losses["loss_l1"], "loss_giou": self.giou_weight * losses["loss_giou"]}
