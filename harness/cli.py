@@ -89,7 +89,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _join(args.launcher)
     counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
-                       variants=names(args.variants), models=names(args.models))
+                       variants=names(args.variants), models=names(args.models), workers=args.workers)
     return 1 if counts["failed"] else 0
 
 
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variants", default=None, help="only these variants ('' is the default), e.g. ,keep0.3")
     run.add_argument("--models", default=None, help="only these models, e.g. albef,copa")
     run.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
+    run.add_argument("--workers", type=int, default=1, help="run the models' job chains in this many processes, "
+                     "one torch thread each (bit-reproducible); the efficiency job runs alone afterwards")
     run.set_defaults(func=_cmd_run)
 
     _add_results_commands(sub)

@@ -14,6 +14,9 @@ class InputError(Exception):
         self.message = message
         super().__init__(str(self))
 
+    def __reduce__(self):  # a suite's worker processes send it back whole
+        return type(self), (self.path, self.field, self.message)
+
     def __str__(self) -> str:
         where = ": ".join(p for p in (self.path, self.field) if p)
         return f"{where}: {self.message}" if where else self.message

@@ -143,64 +143,182 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
 
 
 def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
-              say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None) -> dict[str, int]:
+              say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None,
+              workers: int = 1) -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
-    of jobs run, skipped and not applicable."""
+    of jobs run, skipped and not applicable.
+
+    ``workers`` > 1 runs each model's chain of jobs (its pre-training, then its tasks) in one of that many
+    processes at one torch thread each: tiny models use a second thread poorly (a 2-thread job is ~1.25x
+    faster, two 1-thread jobs ~2x), and one thread makes every job bit-reproducible. This process alone writes
+    the store, and the efficiency job runs last in it, alone, with all threads.
+    """
     from harness import distributed
     from harness.data.benchmark import read_manifest
-    from harness.results import append_rows, completed_jobs, job_hash, make_row, provenance
+    from harness.results import append_rows, completed_jobs, provenance
     from harness.runner import ensure_benchmark
 
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(None, "--workers", f"must be an integer >= 1, got {workers!r}")
+    if workers > 1 and distributed.is_initialized():
+        raise InputError(None, "--workers", "starts processes of its own: use it without --launcher")
     # every process of a distributed run takes part in each job; the first one reports and writes the store
     main_process = distributed.rank() == 0
     say = say or (lambda message: print(message, file=sys.stderr, flush=True))
     if not main_process:
         say, append_rows = (lambda message: None), (lambda directory, rows: None)  # noqa: E731
     suite = load_suite(name)
-    name = Path(name).stem
     root = ensure_benchmark(suite.get("data"))
-    suite.data = str(root)
     data_hash = read_manifest(root)["content_sha256"]
-    done = completed_jobs(results_dir, suite=name)
+    context = _Context(source=name, data=str(root), data_hash=data_hash,
+                       done=completed_jobs(results_dir, suite=Path(name).stem),
+                       work_root=Path(work_root) / Path(name).stem, prov=provenance())
     jobs = plan(suite, seeds, variants, models)
-    work_root = Path(work_root) / name
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
-    pretrained: dict[tuple, Path] = {}
     started = time.perf_counter()
-    prov = provenance()
-    for number, job in enumerate(jobs, 1):
-        prefix = f"[{number}/{len(jobs)} {_clock(time.perf_counter() - started)}] {job.name}"
-        base = dict(suite=name, model=job.model, task=job.task, variant=job.variant, seed=job.seed,
-                    scale=suite.get("scale", "tiny"), data_hash=data_hash, prov=prov)
-        try:
-            rows, skipped = _run_job(suite, job, work_root, pretrained, data_hash, done, base)
-        except NotApplicable as e:
-            digest = job_hash({"not_applicable": job.name, "suite": name, "data": data_hash})
-            counts["not_applicable"] += 1
-            say(f"{prefix}: not applicable ({e})")
-            if digest not in done:
-                append_rows(results_dir, [make_row(metric="*", value=None, reason=str(e), job_hash=digest, **base)])
-            continue
-        except (InputError, KeyboardInterrupt):
-            raise
-        except Exception as e:  # one broken job must not stop the suite; it is reported and leaves no row
-            counts["failed"] += 1
-            say(f"{prefix}: FAILED: {type(e).__name__}: {e}")
-            continue
-        if skipped:
-            counts["skipped"] += 1
+    outcomes = _serial(context, jobs) if workers == 1 else _parallel(context, jobs, workers)
+    for number, outcome in outcomes:
+        prefix = f"[{number}/{len(jobs)} {_clock(time.perf_counter() - started)}] {jobs[number - 1].name}"
+        counts[outcome.status] += 1
+        append_rows(results_dir, outcome.rows)
+        if outcome.status == "skipped":
             say(f"{prefix}: already in the store, skipped")
-            continue
-        append_rows(results_dir, rows)
-        counts["run"] += 1
-        if not rows:  # a distributed run's other processes: the efficiency job ran in the first one
-            continue
-        shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in rows[:4] if r["value"] is not None)
-        say(f"{prefix}: {rows[0]['wall_s']:.0f}s  {shown}")
-    say(f"suite {name}: {counts['run']} jobs run, {counts['skipped']} skipped (already in {results_dir}), "
+        elif outcome.status != "run":
+            say(f"{prefix}: {outcome.message}")
+        elif outcome.rows:  # none in a distributed run's other processes: the efficiency job ran in the first one
+            shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in outcome.rows[:4] if r["value"] is not None)
+            say(f"{prefix}: {outcome.rows[0]['wall_s']:.0f}s  {shown}")
+    say(f"suite {context.suite}: {counts['run']} jobs run, {counts['skipped']} skipped (already in {results_dir}), "
         f"{counts['not_applicable']} not applicable, {counts['failed']} failed, "
         f"{_clock(time.perf_counter() - started)}")
     return counts
+
+
+@dataclass
+class _Context:
+    """What every job of one suite run shares; picklable, so worker processes get it whole."""
+
+    source: str  # the suite's name or config file
+    data: str
+    data_hash: str
+    done: set[str]  # job hashes already in the store
+    work_root: Path
+    prov: dict
+
+    @property
+    def suite(self) -> str:
+        return Path(self.source).stem
+
+
+@dataclass
+class _Outcome:
+    status: str  # a key of run_suite's counts
+    rows: list[dict] = field(default_factory=list)
+    message: str = ""
+
+
+def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
+    """One job, in whichever process runs it; ``pretrained`` maps a chain's key to its pre-training checkpoint."""
+    from harness.results import job_hash, make_row
+
+    base = dict(suite=context.suite, model=job.model, task=job.task, variant=job.variant, seed=job.seed,
+                scale=suite.get("scale", "tiny"), data_hash=context.data_hash, prov=context.prov)
+    try:
+        rows, skipped = _run_job(suite, job, context.work_root, pretrained, context.data_hash, context.done, base)
+    except NotApplicable as e:
+        digest = job_hash({"not_applicable": job.name, "suite": context.suite, "data": context.data_hash})
+        row = make_row(metric="*", value=None, reason=str(e), job_hash=digest, **base)
+        return _Outcome("not_applicable", [] if digest in context.done else [row], f"not applicable ({e})")
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one broken job must not stop the suite; it is reported and leaves no row
+        return _Outcome("failed", message=f"FAILED: {type(e).__name__}: {e}")
+    return _Outcome("skipped" if skipped else "run", rows)
+
+
+def _load(context: _Context):
+    suite = load_suite(context.source)
+    suite.data = context.data
+    return suite
+
+
+def _serial(context: _Context, jobs: list[Job]):
+    suite, pretrained = _load(context), {}
+    for number, job in enumerate(jobs, 1):
+        yield number, _execute(context, suite, job, pretrained)
+
+
+def _parallel(context: _Context, jobs: list[Job], workers: int):
+    """Chains of jobs (a model's pre-training and its tasks; each chance job alone) in ``workers`` one-thread
+    processes, yielding each outcome as it arrives; then the efficiency jobs here, once the workers are gone."""
+    import multiprocessing
+    import queue
+    from concurrent.futures import ProcessPoolExecutor
+
+    chains: dict[tuple, list[tuple[int, Job]]] = {}
+    for number, job in enumerate(jobs, 1):
+        if job.kind != "efficiency":
+            key = (job.model, job.variant, job.seed) if job.kind != "chance" else (number,)
+            chains.setdefault(key, []).append((number, job))
+    suite = _load(context)
+    for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
+        # building a pre-training config makes the shared ViT initialisation of its seed when it is missing:
+        # here, once, rather than by two workers at the same time in the same work dir
+        first = next(job for job in jobs if job.kind == "pretrain" and job.seed == seed)
+        try:
+            _job_cfg(suite, first, None, False, context.work_root)
+        except InputError:
+            raise
+        except Exception:  # its worker meets it again and reports it as that job's failure
+            pass
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    messages, stop = spawn.Queue(), spawn.Event()
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start, initargs=(messages, stop)) as pool:
+        pending = {pool.submit(_run_chain, context, chain) for chain in chains.values()}
+        try:
+            for _ in range(sum(len(chain) for chain in chains.values())):  # one message a job
+                while True:
+                    for future in [f for f in pending if f.done()]:
+                        pending.discard(future)
+                        future.result()  # a job's InputError, or a worker that died, stops the suite here
+                    try:
+                        yield messages.get(timeout=0.5)
+                        break
+                    except queue.Empty:
+                        continue
+        except BaseException:
+            stop.set()  # the workers finish the job in hand and start no other
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    for number, job in enumerate(jobs, 1):
+        if job.kind == "efficiency":
+            yield number, _execute(context, suite, job, {})
+
+
+_messages = _stop = None  # a worker's queue to the main process, and the main process's signal to stop
+
+
+def _worker_start(messages, stop) -> None:
+    import multiprocessing
+
+    import torch
+
+    global _messages, _stop
+    _messages, _stop = messages, stop
+    torch.set_num_threads(1)
+    # unset the 'spawn' this process was started with, which mmengine's Runner would warn about on every job
+    multiprocessing.set_start_method(None, force=True)
+
+
+def _run_chain(context: _Context, chain: list[tuple[int, Job]]) -> None:
+    import torch
+
+    context.prov = {**context.prov, "machine": {**context.prov["machine"], "threads": torch.get_num_threads()}}
+    suite, pretrained = _load(context), {}
+    for number, job in chain:
+        if _stop.is_set():
+            return
+        _messages.put((number, _execute(context, suite, job, pretrained)))
 
 
 def _clock(seconds: float) -> str:

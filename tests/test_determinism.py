@@ -1,6 +1,6 @@
 """Determinism on CPU: the same seed twice gives identical metrics, through pre-training, fine-tuning and testing,
-with one torch thread (docs/reproducibility.md says what does change results and where the provenance records
-it)."""
+with one torch thread, in this process or in a suite's worker processes (docs/reproducibility.md says what does
+change results and where the provenance records it)."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ def _metrics(store) -> dict[tuple, float]:
 def test_the_same_seed_twice_gives_identical_metrics(tiny_benchmark, tmp_path, write_suite, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     runs = []
-    for name, seed in (("first", 0), ("second", 0), ("other_seed", 1)):
+    for name, seed, workers in (("first", 0, 1), ("second", 0, 2), ("other_seed", 1, 1)):
         suite = write_suite(tmp_path / f"{name}.py", tiny_benchmark, ["copa"],
                             ["retrieval_zeroshot", "patch_detection", "vqa"], seeds=(seed,),
                             max_iters=dict(pretrain=4, vqa=3),
                             eval_limit=dict(pretrain=16, retrieval_zeroshot=16, patch_detection=16, vqa=32))
         counts = run_suite(suite, results_dir=tmp_path / name, work_root=tmp_path / "work" / name,
-                           say=lambda message: None)
+                           say=lambda message: None, workers=workers)
         assert counts["failed"] == 0
         runs.append(_metrics(tmp_path / name))
     first, second, other = runs
     assert {"pretrain", "retrieval_zeroshot", "patch_detection", "vqa"} <= {task for task, _ in first}
-    assert second == first  # exactly: same seed, same threads, same libraries
+    assert second == first  # exactly: same seed, same threads, same libraries, though run by a worker process
     assert other != first  # and the seed does reach the results

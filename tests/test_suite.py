@@ -3,8 +3,11 @@ skips every finished job and adds no row; tasks that do not apply are recorded a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from harness.errors import InputError
 from harness.results import read_rows
 from harness.suite import load_suite, plan, run_suite, suite_names
 
@@ -54,11 +57,11 @@ def test_plan_orders_pretraining_before_each_models_tasks():
 
 @pytest.mark.slow
 def test_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monkeypatch):
-    """A reducing model and the single-stream one, which meets most not-applicable cases; all seven models on
-    every task run in CI's smoke suite (tox -e smoke)."""
+    """A reducing model and the single-stream one, which meets most not-applicable cases, each in a worker
+    process; all seven models on every task run in CI's smoke suite (tox -e smoke). The rerun is in this one."""
     monkeypatch.chdir(tmp_path)
     suite = _micro_suite(tmp_path / "micro.py", tiny_benchmark, models=MODELS_HERE)
-    counts = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
+    counts = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
     assert counts["failed"] == 0
     rows = read_rows(tmp_path / "store")
     done = {(r["model"], r["task"]) for r in rows}
@@ -75,3 +78,42 @@ def test_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monk
     again = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
     assert again["run"] == 0 and again["failed"] == 0
     assert len(read_rows(tmp_path / "store")) == len(rows)
+
+
+def test_workers_must_be_a_positive_count(tmp_path):
+    with pytest.raises(InputError, match="--workers: must be an integer >= 1"):
+        run_suite("smoke", results_dir=tmp_path / "store", say=lambda message: None, workers=0)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_met_in_a_worker_stops_the_suite_with_its_one_line_error(tiny_benchmark, tmp_path, write_suite,
+                                                                          monkeypatch):
+    """A job's InputError comes back from the worker process whole (file, field, message) and stops the suite,
+    as it does in one process; what finished before it stays in the store."""
+    monkeypatch.chdir(tmp_path)
+    suite = write_suite(tmp_path / "bad.py", tiny_benchmark, ["copa"], ["vqa"], max_iters=dict(pretrain=1, vqa=1),
+                        eval_limit=dict(pretrain=8, vqa=8), options=dict(vqa=["train_dataloader.nosuch.x=1"]))
+    with pytest.raises(InputError) as raised:
+        run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
+    assert str(raised.value) == "--cfg-options: the job config has no section 'nosuch' in 'train_dataloader.nosuch.x'"
+    assert {r["task"] for r in read_rows(tmp_path / "store") if r["model"] == "copa"} == {"pretrain"}
+
+
+def test_workers_leave_the_shared_vit_initialisation_to_this_process(tiny_benchmark, tmp_path, write_suite,
+                                                                     monkeypatch):
+    """Two workers starting pre-training at once would both make a missing ViT initialisation in one work dir;
+    the main process makes it first. The stand-in below exists only here, not in a spawned worker."""
+    import harness.runner
+
+    def stand_in(scale, data, seed):
+        raise InputError(None, None, f"made by the main process: {scale} seed {seed}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(harness.runner, "ensure_vision_init", stand_in)
+    suite = write_suite(tmp_path / "auto.py", tiny_benchmark, ["copa", "albef"], ["vqa"], seeds=(3,),
+                        max_iters=dict(pretrain=1, vqa=1), eval_limit=dict(pretrain=8, vqa=8))
+    Path(suite).write_text(Path(suite).read_text().replace("vision_init = 'none'", "vision_init = 'auto'"))
+    with pytest.raises(InputError, match="made by the main process: tiny seed 3"):
+        run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
+    assert not (tmp_path / "store").exists()
