@@ -148,10 +148,10 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
     of jobs run, skipped and not applicable.
 
-    ``workers`` > 1 runs each model's chain of jobs (its pre-training, then its tasks) in one of that many
-    processes at one torch thread each: tiny models use a second thread poorly (a 2-thread job is ~1.25x
-    faster, two 1-thread jobs ~2x), and one thread makes every job bit-reproducible. This process alone writes
-    the store, and the efficiency job runs last in it, alone, with all threads.
+    ``workers`` > 1 runs the jobs in that many processes at one torch thread each, a task once its model's
+    pre-training is done: tiny models use a second thread poorly, and one thread makes every job
+    bit-reproducible. This process alone writes the store, and the efficiency job runs last in it, alone, with
+    all threads.
     """
     from harness import distributed
     from harness.data.benchmark import read_manifest
@@ -249,17 +249,12 @@ def _serial(context: _Context, jobs: list[Job]):
 
 
 def _parallel(context: _Context, jobs: list[Job], workers: int):
-    """Chains of jobs (a model's pre-training and its tasks; each chance job alone) in ``workers`` one-thread
-    processes, yielding each outcome as it arrives; then the efficiency jobs here, once the workers are gone."""
+    """The jobs in ``workers`` one-thread processes, yielding each outcome as it arrives: the pre-training and
+    chance jobs first, each task as soon as its model's pre-training is done; then the efficiency jobs here,
+    once the workers are gone."""
     import multiprocessing
-    import queue
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    chains: dict[tuple, list[tuple[int, Job]]] = {}
-    for number, job in enumerate(jobs, 1):
-        if job.kind != "efficiency":
-            key = (job.model, job.variant, job.seed) if job.kind != "chance" else (number,)
-            chains.setdefault(key, []).append((number, job))
     suite = _load(context)
     for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
         # building a pre-training config makes the shared ViT initialisation of its seed when it is missing:
@@ -271,54 +266,54 @@ def _parallel(context: _Context, jobs: list[Job], workers: int):
             raise
         except Exception:  # its worker meets it again and reports it as that job's failure
             pass
+    ready: list[int] = []
+    after: dict[tuple, list[int]] = {}  # a pre-training's (model, variant, seed) -> the numbers of its tasks
+    for number, job in enumerate(jobs, 1):
+        if job.kind in ("pretrain", "chance"):
+            ready.append(number)
+        elif job.kind != "efficiency":
+            after.setdefault((job.model, job.variant, job.seed), []).append(number)
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    messages, stop = spawn.Queue(), spawn.Event()
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start, initargs=(messages, stop)) as pool:
-        pending = {pool.submit(_run_chain, context, chain) for chain in chains.values()}
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start) as pool:
+        running = {pool.submit(_run_in_worker, context, jobs[n - 1], None): n for n in ready}
         try:
-            for _ in range(sum(len(chain) for chain in chains.values())):  # one message a job
-                while True:
-                    for future in [f for f in pending if f.done()]:
-                        pending.discard(future)
-                        future.result()  # a job's InputError, or a worker that died, stops the suite here
-                    try:
-                        yield messages.get(timeout=0.5)
-                        break
-                    except queue.Empty:
-                        continue
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    number = running.pop(future)
+                    job = jobs[number - 1]
+                    outcome, checkpoint = future.result()  # a job's InputError, or a dead worker, stops the suite
+                    yield number, outcome
+                    if job.kind == "pretrain":
+                        for n in after.pop((job.model, job.variant, job.seed), []):
+                            running[pool.submit(_run_in_worker, context, jobs[n - 1], checkpoint)] = n
         except BaseException:
-            stop.set()  # the workers finish the job in hand and start no other
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # the workers finish the job in hand, start no other
             raise
     for number, job in enumerate(jobs, 1):
         if job.kind == "efficiency":
             yield number, _execute(context, suite, job, {})
 
 
-_messages = _stop = None  # a worker's queue to the main process, and the main process's signal to stop
-
-
-def _worker_start(messages, stop) -> None:
+def _worker_start() -> None:
     import multiprocessing
 
     import torch
 
-    global _messages, _stop
-    _messages, _stop = messages, stop
     torch.set_num_threads(1)
     # unset the 'spawn' this process was started with, which mmengine's Runner would warn about on every job
     multiprocessing.set_start_method(None, force=True)
 
 
-def _run_chain(context: _Context, chain: list[tuple[int, Job]]) -> None:
+def _run_in_worker(context: _Context, job: Job, checkpoint: Path | None) -> tuple[_Outcome, Path | None]:
+    """One job in a worker; a task gets its model's pre-training checkpoint, a pre-training returns it."""
     import torch
 
     context.prov = {**context.prov, "machine": {**context.prov["machine"], "threads": torch.get_num_threads()}}
-    suite, pretrained = _load(context), {}
-    for number, job in chain:
-        if _stop.is_set():
-            return
-        _messages.put((number, _execute(context, suite, job, pretrained)))
+    key = (job.model, job.variant, job.seed)
+    pretrained = {} if checkpoint is None else {key: checkpoint}
+    outcome = _execute(context, _load(context), job, pretrained)
+    return outcome, pretrained.get(key)
 
 
 def _clock(seconds: float) -> str:
