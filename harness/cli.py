@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variants", default=None, help="only these variants ('' is the default), e.g. ,keep0.3")
     run.add_argument("--models", default=None, help="only these models, e.g. albef,copa")
     run.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
-    run.add_argument("--workers", type=int, default=1, help="run the models' job chains in this many processes, "
-                     "one torch thread each (bit-reproducible); the efficiency job runs alone afterwards")
+    run.add_argument("--workers", type=int, default=None, help="run the jobs in this many processes, one torch "
+                     "thread each (bit-reproducible), the efficiency job alone afterwards (default: the suite's "
+                     "'workers', else 1)")
     run.set_defaults(func=_cmd_run)
 
     _add_results_commands(sub)

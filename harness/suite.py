@@ -91,6 +91,9 @@ def _validate(cfg, path: Path) -> None:
     for task, options in (cfg.get("options") or {}).items():
         if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
             raise InputError(path, f"options.{task}", "must be a list of 'KEY=VALUE' strings (as --cfg-options)")
+    workers = cfg.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise InputError(path, "workers", f"must be an integer >= 1, got {workers!r}")
     for key in ("max_iters", "eval_limit"):
         for task, value in (cfg.get(key) or {}).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -144,23 +147,24 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
 
 def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
               say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None,
-              workers: int = 1) -> dict[str, int]:
+              workers: int | None = None) -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
     of jobs run, skipped and not applicable.
 
     ``workers`` > 1 runs the jobs in that many processes at one torch thread each, a task once its model's
     pre-training is done: tiny models use a second thread poorly, and one thread makes every job
     bit-reproducible. This process alone writes the store, and the efficiency job runs last in it, alone, with
-    all threads.
+    all threads. ``None``: the suite config's ``workers`` (default 1; a distributed run always uses its own
+    processes).
     """
     from harness import distributed
     from harness.data.benchmark import read_manifest
     from harness.results import append_rows, completed_jobs, provenance
     from harness.runner import ensure_benchmark
 
-    if not isinstance(workers, int) or workers < 1:
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InputError(None, "--workers", f"must be an integer >= 1, got {workers!r}")
-    if workers > 1 and distributed.is_initialized():
+    if workers is not None and workers > 1 and distributed.is_initialized():
         raise InputError(None, "--workers", "starts processes of its own: use it without --launcher")
     # every process of a distributed run takes part in each job; the first one reports and writes the store
     main_process = distributed.rank() == 0
@@ -168,6 +172,8 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     if not main_process:
         say, append_rows = (lambda message: None), (lambda directory, rows: None)  # noqa: E731
     suite = load_suite(name)
+    if workers is None:
+        workers = 1 if distributed.is_initialized() else suite.get("workers", 1)
     root = ensure_benchmark(suite.get("data"))
     data_hash = read_manifest(root)["content_sha256"]
     context = _Context(source=name, data=str(root), data_hash=data_hash,

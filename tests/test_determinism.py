@@ -23,9 +23,10 @@ def test_the_same_seed_twice_gives_identical_metrics(tiny_benchmark, tmp_path, w
         suite = write_suite(tmp_path / f"{name}.py", tiny_benchmark, ["copa"],
                             ["retrieval_zeroshot", "patch_detection", "vqa"], seeds=(seed,),
                             max_iters=dict(pretrain=4, vqa=3),
-                            eval_limit=dict(pretrain=16, retrieval_zeroshot=16, patch_detection=16, vqa=32))
+                            eval_limit=dict(pretrain=16, retrieval_zeroshot=16, patch_detection=16, vqa=32),
+                            workers=workers)  # the suite config's own key, as configs/suites/smoke.py sets it
         counts = run_suite(suite, results_dir=tmp_path / name, work_root=tmp_path / "work" / name,
-                           say=lambda message: None, workers=workers)
+                           say=lambda message: None)
         assert counts["failed"] == 0
         runs.append(_metrics(tmp_path / name))
     first, second, other = runs

@@ -80,9 +80,13 @@ def test_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monk
     assert len(read_rows(tmp_path / "store")) == len(rows)
 
 
-def test_workers_must_be_a_positive_count(tmp_path):
+def test_workers_must_be_a_positive_count(tmp_path, tiny_benchmark, write_suite):
     with pytest.raises(InputError, match="--workers: must be an integer >= 1"):
         run_suite("smoke", results_dir=tmp_path / "store", say=lambda message: None, workers=0)
+    suite = write_suite(tmp_path / "bad.py", tiny_benchmark, ["copa"], ["vqa"], max_iters={}, eval_limit={},
+                        workers=0.5)
+    with pytest.raises(InputError, match=r"bad\.py: workers: must be an integer >= 1, got 0\.5"):
+        run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
     assert not (tmp_path / "store").exists()
 
 
