@@ -224,7 +224,8 @@ class _Outcome:
 
 
 def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
-    """One job, in whichever process runs it; ``pretrained`` maps a chain's key to its pre-training checkpoint."""
+    """One job, in whichever process runs it; ``pretrained`` maps (model, variant, seed) to its pre-training
+    checkpoint."""
     from harness.results import job_hash, make_row
 
     base = dict(suite=context.suite, model=job.model, task=job.task, variant=job.variant, seed=job.seed,
