@@ -175,6 +175,7 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     if workers is None:
         workers = 1 if distributed.is_initialized() else suite.get("workers", 1)
     root = ensure_benchmark(suite.get("data"))
+    suite.data = str(root)
     data_hash = read_manifest(root)["content_sha256"]
     context = _Context(source=name, data=str(root), data_hash=data_hash,
                        done=completed_jobs(results_dir, suite=Path(name).stem),
@@ -182,7 +183,7 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     jobs = plan(suite, seeds, variants, models)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
-    outcomes = _serial(context, jobs) if workers == 1 else _parallel(context, jobs, workers)
+    outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
     for number, outcome in outcomes:
         prefix = f"[{number}/{len(jobs)} {_clock(time.perf_counter() - started)}] {jobs[number - 1].name}"
         counts[outcome.status] += 1
@@ -243,26 +244,19 @@ def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
     return _Outcome("skipped" if skipped else "run", rows)
 
 
-def _load(context: _Context):
-    suite = load_suite(context.source)
-    suite.data = context.data
-    return suite
-
-
-def _serial(context: _Context, jobs: list[Job]):
-    suite, pretrained = _load(context), {}
+def _serial(context: _Context, suite, jobs: list[Job]):
+    pretrained: dict[tuple, Path] = {}
     for number, job in enumerate(jobs, 1):
         yield number, _execute(context, suite, job, pretrained)
 
 
-def _parallel(context: _Context, jobs: list[Job], workers: int):
+def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
     """The jobs in ``workers`` one-thread processes, yielding each outcome as it arrives: the pre-training and
     chance jobs first, each task as soon as its model's pre-training is done; then the efficiency jobs here,
     once the workers are gone."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    suite = _load(context)
     for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
         # building a pre-training config makes the shared ViT initialisation of its seed when it is missing:
         # here, once, rather than by two workers at the same time in the same work dir
@@ -281,7 +275,7 @@ def _parallel(context: _Context, jobs: list[Job], workers: int):
         elif job.kind != "efficiency":
             after.setdefault((job.model, job.variant, job.seed), []).append(number)
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start) as pool:
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start, initargs=(context,)) as pool:
         running = {pool.submit(_run_in_worker, context, jobs[n - 1], None): n for n in ready}
         try:
             while running:
@@ -302,11 +296,17 @@ def _parallel(context: _Context, jobs: list[Job], workers: int):
             yield number, _execute(context, suite, job, {})
 
 
-def _worker_start() -> None:
+_worker_suite = None  # a worker's copy of the suite config, loaded once
+
+
+def _worker_start(context: _Context) -> None:
     import multiprocessing
 
     import torch
 
+    global _worker_suite
+    _worker_suite = load_suite(context.source)
+    _worker_suite.data = context.data
     torch.set_num_threads(1)
     # unset the 'spawn' this process was started with, which mmengine's Runner would warn about on every job
     multiprocessing.set_start_method(None, force=True)
@@ -319,7 +319,7 @@ def _run_in_worker(context: _Context, job: Job, checkpoint: Path | None) -> tupl
     context.prov = {**context.prov, "machine": {**context.prov["machine"], "threads": torch.get_num_threads()}}
     key = (job.model, job.variant, job.seed)
     pretrained = {} if checkpoint is None else {key: checkpoint}
-    outcome = _execute(context, _load(context), job, pretrained)
+    outcome = _execute(context, _worker_suite, job, pretrained)
     return outcome, pretrained.get(key)
 
 
