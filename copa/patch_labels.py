@@ -8,6 +8,7 @@ category mentioned twice is still one category. Nothing here knows how the data 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +53,12 @@ def name_variants(name: str) -> set[tuple[str, ...]]:
     return {words} | {words[:-1] + (p,) for p in _plurals(words[-1])}
 
 
+@functools.lru_cache(maxsize=16)
+def _longest_first(categories: tuple[tuple[int, str], ...]) -> list[tuple[tuple[str, ...], int]]:
+    """Every (name variant, category id), longest variant first; one list per category table."""
+    return sorted(((v, cid) for cid, name in categories for v in name_variants(name)), key=lambda vc: -len(vc[0]))
+
+
 def mentioned_categories(caption: str, categories: Mapping[int, str]) -> set[int]:
     """Ids of the categories whose name (or plural) occurs in ``caption`` as whole words.
 
@@ -59,10 +66,7 @@ def mentioned_categories(caption: str, categories: Mapping[int, str]) -> set[int
     is not counted, because its words are already taken by "traffic light".
     """
     tokens = _WORD.findall(caption.lower())
-    variants = sorted(
-        ((v, cid) for cid, name in categories.items() for v in name_variants(name)),
-        key=lambda vc: -len(vc[0]),
-    )
+    variants = _longest_first(tuple(categories.items()))
     taken = [False] * len(tokens)
     found: set[int] = set()
     for words, cid in variants:

@@ -57,11 +57,9 @@ def _retrieval(test: list[dict]) -> dict[str, float]:
 
 def chance_config(task: str, data_root: str, eval_limit: int | None = None):
     """The task config (no model) with its datasets at ``data_root``; the test set cut to ``eval_limit``."""
-    from mmengine.config import Config
+    from harness.runner import load_task_config
 
-    from harness.runner import task_config_path
-
-    cfg = Config.fromfile(str(task_config_path(task)))
+    cfg = load_task_config(task)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader):
             cfg[loader].dataset.data_root = data_root

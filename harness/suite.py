@@ -335,7 +335,7 @@ def _metric_rows(base: dict, metrics: dict[str, float], job_hash: str, wall_s: f
 
 def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str, done: set[str],
              base: dict) -> tuple[list[dict], bool]:
-    from harness.runner import finished_job, job_digest, test, train
+    from harness.runner import finished_job, job_digest, test, train, without_validation
 
     key = (job.model, job.variant, job.seed)
     work_dir = work_root / f"{job.model}{'_' + job.variant if job.variant else ''}_seed{job.seed}" / job.task
@@ -371,6 +371,7 @@ def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str,
             return [], True
         return _metric_rows(base, test(cfg), digest, time.perf_counter() - start), False
     cfg = _job_cfg(suite, job, pretrained[key], False, work_dir)
+    without_validation(cfg)  # the test below is the job's result
     digest = job_digest(cfg)
     if digest in done:
         return [], True

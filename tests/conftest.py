@@ -24,7 +24,7 @@ def tiny_benchmark(tmp_path_factory) -> Path:
 def pretrained_checkpoint(tiny_benchmark, tmp_path_factory):
     """``checkpoint(model)``: a pre-training checkpoint of a tiny model after 2 iterations from a random ViT,
     made once per session and model; downstream-task tests fine-tune and test from it."""
-    from harness.runner import build_config, make_runner
+    from harness.runner import build_config, make_runner, without_validation
 
     made: dict[str, Path] = {}
 
@@ -33,8 +33,7 @@ def pretrained_checkpoint(tiny_benchmark, tmp_path_factory):
             work_dir = tmp_path_factory.mktemp(f"pretrain_{model}")
             cfg = build_config(model, "pretrain", data=tiny_benchmark, work_dir=work_dir, max_iters=2,
                                vision_init="none")
-            cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-            cfg.train_cfg.pop("val_interval", None)
+            without_validation(cfg)
             make_runner(cfg).train()
             made[model] = Path((work_dir / "last_checkpoint").read_text().strip())
         return made[model]

@@ -65,13 +65,19 @@ def printed_metrics(stdout: str) -> dict[str, float]:
     return metrics
 
 
+@pytest.fixture(scope="module")
+def retrieval_test(tiny_benchmark, pretrained_checkpoint, tmp_path_factory):
+    """``copa-bench test`` of zero-shot retrieval over 48 images (three times the ITM shortlist of 16),
+    and its metrics in one process (run once)."""
+    args = ["test", "--model", "albef", "--task", "retrieval", "--checkpoint", str(pretrained_checkpoint("albef")),
+            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=48"]
+    one = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path_factory.mktemp("one"))]))
+    return args, one
+
+
 @pytest.mark.parametrize("launcher", ["pytorch", "slurm"])
-def test_two_process_retrieval_ranks_the_whole_gallery_like_one_process(tiny_benchmark, pretrained_checkpoint,
-                                                                       tmp_path, launcher):
-    checkpoint = pretrained_checkpoint("albef")
-    args = ["test", "--model", "albef", "--task", "retrieval", "--checkpoint", str(checkpoint),
-            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=120"]
-    one = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "one")]))
+def test_two_process_retrieval_ranks_the_whole_gallery_like_one_process(retrieval_test, tmp_path, launcher):
+    args, one = retrieval_test
     two = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "two")], processes=2, launcher=launcher))
     assert {"txt_r1", "img_r10", "r_mean"} <= set(one)
     assert two == one  # equal to the printed precision (4 decimals)
@@ -80,13 +86,14 @@ def test_two_process_retrieval_ranks_the_whole_gallery_like_one_process(tiny_ben
 def test_two_process_training_saves_a_checkpoint_that_tests_like_one_process(tiny_benchmark, tmp_path):
     work_dir = tmp_path / "train2"
     copa_bench(["train", "--model", "copa", "--task", "pretrain", "--max-iters", "3", "--vision-init", "none",
-                "--data", str(tiny_benchmark), "--work-dir", str(work_dir)], processes=2)
+                "--data", str(tiny_benchmark), "--work-dir", str(work_dir),
+                "--cfg-options", "val_dataloader.dataset.indices=32"], processes=2)
     checkpoint = (work_dir / "last_checkpoint").read_text().strip()
     state = load_checkpoint(checkpoint)
     assert state["meta"]["iter"] == 3
     assert not any(k.startswith("module.") for k in state["state_dict"])  # saved unwrapped, loadable anywhere
     args = ["test", "--model", "copa", "--task", "patch_detection", "--checkpoint", checkpoint,
-            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=128"]
+            "--data", str(tiny_benchmark), "--cfg-options", "test_dataloader.dataset.indices=64"]
     one = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "one")]))
     two = printed_metrics(copa_bench([*args, "--work-dir", str(tmp_path / "two")], processes=2))
     assert "patch_auc" in one and two == one

@@ -3,6 +3,7 @@ skips every finished job and adds no row; tasks that do not apply are recorded a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,10 @@ def test_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monk
     na = {(r["model"], r["task"]) for r in rows if r["status"] == "n/a"}
     assert na == NOT_APPLICABLE
     assert all(r["reason"] for r in rows if r["status"] == "n/a")
+    work = tmp_path / "work_dirs" / "suites" / "micro" / "copa_seed0"
+    summaries = {task: json.loads((work / task / "job.json").read_text())["summary"] for task in ("pretrain", "vqa")}
+    assert any(k.startswith("val/") for k in summaries["pretrain"])  # pre-training's results are its validation
+    assert not any(k.startswith("val/") for k in summaries["vqa"])  # a fine-tuning is tested, not validated too
     again = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
     assert again["run"] == 0 and again["failed"] == 0
     assert len(read_rows(tmp_path / "store")) == len(rows)

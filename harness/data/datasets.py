@@ -63,11 +63,17 @@ def load_coco_instances(path: str) -> tuple[dict[int, str], dict[int, dict], dic
 
 class _AnnotationDataset(BaseDataset):
     """Common ground: the image directory comes from ``data_prefix['img_path']`` under ``data_root``;
-    pipeline steps given as configs are built from copa-bench's transform registry."""
+    pipeline steps given as configs are built from copa-bench's transform registry.
 
-    def __init__(self, *args, data_prefix: Mapping | None = None, pipeline: Sequence = (), **kwargs) -> None:
+    ``serialize_data`` defaults to False: mmengine packs the sample list into one array so that dataloader
+    worker processes share it, and runs a full garbage collection for each dataset it packs (0.25 s a time
+    here); the configs load in the main process (``num_workers=0``). Set it with ``num_workers > 0``."""
+
+    def __init__(self, *args, data_prefix: Mapping | None = None, pipeline: Sequence = (),
+                 serialize_data: bool = False, **kwargs) -> None:
         steps = [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in pipeline]
-        super().__init__(*args, data_prefix=dict(data_prefix or {"img_path": ""}), pipeline=steps, **kwargs)
+        super().__init__(*args, data_prefix=dict(data_prefix or {"img_path": ""}), pipeline=steps,
+                         serialize_data=serialize_data, **kwargs)
 
     def _resolve(self, path: str | None) -> str | None:
         if path is None or os.path.isabs(path) or not self.data_root:
