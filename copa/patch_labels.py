@@ -78,6 +78,27 @@ def mentioned_categories(caption: str, categories: Mapping[int, str]) -> set[int
     return found
 
 
+def box_patch_overlap(
+    box: Sequence[float], image_size: tuple[int, int], patch_size: int
+) -> np.ndarray:
+    """Share of each patch's area (row-major, ``ceil(H/p) * ceil(W/p)``) that one COCO ``[x, y, w, h]`` box
+    covers, the box clipped to the image of ``image_size = (height, width)``. The last row/column patch is
+    measured by its full area when the image size is not a multiple of the patch size."""
+    height, width = image_size
+    if patch_size <= 0:
+        raise ValueError(f"patch_size must be positive, got {patch_size}")
+    rows, cols = math.ceil(height / patch_size), math.ceil(width / patch_size)
+    x0, y0 = max(float(box[0]), 0.0), max(float(box[1]), 0.0)
+    x1, y1 = min(float(box[0]) + float(box[2]), width), min(float(box[1]) + float(box[3]), height)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros(rows * cols)
+    edges_y = np.arange(rows + 1) * patch_size
+    edges_x = np.arange(cols + 1) * patch_size
+    overlap_y = np.clip(np.minimum(edges_y[1:], y1) - np.maximum(edges_y[:-1], y0), 0, None)
+    overlap_x = np.clip(np.minimum(edges_x[1:], x1) - np.maximum(edges_x[:-1], x0), 0, None)
+    return (np.outer(overlap_y, overlap_x) / float(patch_size * patch_size)).reshape(-1)
+
+
 def patch_labels_from_boxes(
     boxes: Sequence[Sequence[float]] | np.ndarray,
     image_size: tuple[int, int],
@@ -92,25 +113,15 @@ def patch_labels_from_boxes(
     Boxes partly outside the image are clipped; the image size need not be a multiple of the patch
     size (the ViT grid is ``ceil`` of it, and the last row/column patch is measured by its full area).
     """
-    height, width = image_size
     if patch_size <= 0:
         raise ValueError(f"patch_size must be positive, got {patch_size}")
     if not 0.0 <= min_overlap < 1.0:
         raise ValueError(f"min_overlap must be in [0, 1), got {min_overlap}")
-    rows, cols = math.ceil(height / patch_size), math.ceil(width / patch_size)
-    labels = np.zeros((rows, cols), dtype=np.uint8)
-    edges_y = np.arange(rows + 1) * patch_size
-    edges_x = np.arange(cols + 1) * patch_size
+    height, width = image_size
+    labels = np.zeros(math.ceil(height / patch_size) * math.ceil(width / patch_size), dtype=np.uint8)
     for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        x0, y0 = max(box[0], 0.0), max(box[1], 0.0)
-        x1, y1 = min(box[0] + box[2], width), min(box[1] + box[3], height)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        overlap_y = np.clip(np.minimum(edges_y[1:], y1) - np.maximum(edges_y[:-1], y0), 0, None)
-        overlap_x = np.clip(np.minimum(edges_x[1:], x1) - np.maximum(edges_x[:-1], x0), 0, None)
-        area = np.outer(overlap_y, overlap_x) / float(patch_size * patch_size)
-        labels |= (area > min_overlap).astype(np.uint8)
-    return labels.reshape(-1)
+        labels |= (box_patch_overlap(box, image_size, patch_size) > min_overlap).astype(np.uint8)
+    return labels
 
 
 def caption_patch_labels(

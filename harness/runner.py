@@ -71,7 +71,7 @@ def _fill_loader(loader: dict, data_root: str, tokenizer: str, image_size: int, 
     for step in loader["dataset"].get("pipeline", []):
         if step["type"] == "Resize":
             step["size"] = image_size
-        elif step["type"] == "PatchLabels":
+        elif step["type"] in ("PatchLabels", "ObjectPatchWeights"):
             step["patch_size"] = patch_size
 
 
@@ -122,6 +122,8 @@ def build_config(
             overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
+    if model_cfg.get("vision_pretrained") and cfg.get("pretrained_vision_lr_mult", 1.0) != 1.0:
+        _slow_pretrained_vision(cfg, cfg.pretrained_vision_lr_mult)
     if "task_model" in cfg:
         from harness.tasks.base import check_applicable, check_checkpoint
 
@@ -148,6 +150,19 @@ def build_config(
     cfg.work_dir = str(work_dir or Path("work_dirs") / task / f"{model}_{scale}_seed{seed}")
     _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume)
     return cfg
+
+
+PRETRAINED_VISION = ("vision.patch_embed", "vision.cls_token", "vision.pos_embed", "vision.blocks", "vision.norm")
+"""Parameter-name prefixes of what a ViT checkpoint initialises (not the reducers, which start untrained)."""
+
+
+def _slow_pretrained_vision(cfg, lr_mult: float) -> None:
+    """Train the pre-trained ViT's parameters at ``lr_mult`` of the learning rate (mmengine ``custom_keys``)."""
+    paramwise = dict(cfg.optim_wrapper.get("paramwise_cfg", {}))
+    paramwise["custom_keys"] = {key: dict(lr_mult=lr_mult) for key in PRETRAINED_VISION} | dict(
+        paramwise.get("custom_keys", {}))
+    paramwise["bypass_duplicate"] = True  # the MLM decoder shares the word embeddings
+    cfg.optim_wrapper.paramwise_cfg = paramwise
 
 
 def apply_options(cfg, options: list[str] | None) -> None:
@@ -216,7 +231,7 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
                         work_dir: str | os.PathLike | None = None, seed: int = 0, max_iters: int | None = None):
     """The Config of the vision pre-training job (configs/tasks/vision_pretrain.py) at a scale."""
     from copa.build import SCALES
-    from harness.data.datasets import object_label_classes
+    from harness.data.datasets import load_coco_instances, object_label_classes, object_label_groups
 
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
@@ -225,7 +240,10 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
     vision = dict(SCALES[scale]["vision"])
     train_ann = os.path.join(str(root), cfg.train_dataloader.dataset.ann_file)
     classes = object_label_classes(train_ann, cfg.train_dataloader.dataset.get("attribute"))
-    cfg.model = dict(type="ObjectClassifier", vision=vision, num_classes=len(classes))
+    category_table = load_coco_instances(train_ann)[0]
+    categories, values = object_label_groups(classes, list(category_table.values()))
+    cfg.model = dict(type="ObjectClassifier", vision=vision, num_classes=len(classes),
+                     num_categories=len(categories), num_values=len(values))
     for loader in ("train_dataloader", "val_dataloader"):
         cfg[loader].dataset.classes = classes
         _fill_loader(cfg[loader], str(root), "", vision["img_size"], vision["patch_size"])

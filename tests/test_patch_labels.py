@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from copa.patch_labels import caption_patch_labels, mentioned_categories, patch_labels_from_boxes
+from copa.patch_labels import box_patch_overlap, caption_patch_labels, mentioned_categories, patch_labels_from_boxes
 
 COCO = {1: "person", 3: "car", 6: "bus", 10: "traffic light", 11: "fire hydrant", 20: "sheep", 44: "bottle",
         46: "wine glass", 49: "knife", 74: "mouse", 15: "bench", 64: "potted plant", 70: "light"}
@@ -51,6 +51,18 @@ def test_min_overlap_threshold_and_union_of_boxes():
     expected[0, 1] = expected[1, 0] = expected[1, 1] = 1
     expected[7, 7] = 1
     assert grid(labels, 8) == expected.tolist()
+
+
+def test_box_patch_overlap_is_each_patch_share_covered():
+    # 64x64, 8px patches, a 12x12 box at (4, 4): patch (0,0) 4x4 of 64, (0,1) and (1,0) 4x8, (1,1) all of it
+    shares = box_patch_overlap([4, 4, 12, 12], (64, 64), 8).reshape(8, 8)
+    expected = np.zeros((8, 8))
+    expected[0, 0], expected[0, 1], expected[1, 0], expected[1, 1] = 16 / 64, 32 / 64, 32 / 64, 1.0
+    np.testing.assert_allclose(shares, expected)
+    # clipped: [-4, 60, 8, 8] keeps x 0..4, y 60..64, a 4x4 corner of the bottom-left patch
+    shares = box_patch_overlap([-4, 60, 8, 8], (64, 64), 8).reshape(8, 8)
+    assert shares[7, 0] == pytest.approx(4 * 4 / 64) and shares.sum() == pytest.approx(4 * 4 / 64)
+    assert box_patch_overlap([70, 70, 4, 4], (64, 64), 8).sum() == 0
 
 
 def test_image_not_a_multiple_of_patch_size_uses_a_ceil_grid():

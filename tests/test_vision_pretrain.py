@@ -12,11 +12,15 @@ import torch
 from pycocotools.coco import COCO
 
 from copa.build import build_model
+from copa.patch_labels import box_patch_overlap
 from harness import runner
+from harness.data.collate import label_collate
 from harness.data.datasets import ObjectLabelDataset, object_label_classes
+from harness.data.scenes import CATEGORIES, COLOURS
 from harness.metrics import average_precision
-from harness.runner import ensure_vision_init
-from harness.tasks.vision_pretrain import ENCODER_FILE
+from harness.metrics.multilabel import MultiLabelMetric
+from harness.runner import build_config, build_vision_config, ensure_vision_init
+from harness.tasks.vision_pretrain import ENCODER_FILE, ObjectClassifier, object_tokens
 
 TOKENS = dict(vocab_size=2000, cls_token_id=1, sep_token_id=2, pad_token_id=0, mask_token_id=3)
 
@@ -35,6 +39,92 @@ def test_object_labels_agree_with_pycocotools(tiny_benchmark):
         want = {names[a["category_id"]] for a in anns} | {a["colour"] for a in anns}
         want |= {f"{a['colour']} {names[a['category_id']]}" for a in anns}
         assert {classes[j] for j in np.flatnonzero(info["labels"])} == want
+
+
+def test_object_targets_and_pooling_weights_agree_with_pycocotools(tiny_benchmark):
+    path = str(tiny_benchmark / "annotations" / "instances_val.json")
+    pipeline = [dict(type="LoadImage"), dict(type="Resize", size=64), dict(type="ObjectPatchWeights", patch_size=8),
+                dict(type="ToTensor")]
+    dataset = ObjectLabelDataset(ann_file=path, data_root="", data_prefix=dict(img_path=str(tiny_benchmark / "images")),
+                                 pipeline=pipeline)
+    assert dataset.categories == list(CATEGORIES) and dataset.values == sorted(COLOURS)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(path)
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    for i in range(0, len(dataset), 131):
+        sample = dataset[i]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=sample["image_id"]))
+        assert [(dataset.categories[c], dataset.values[v]) for c, v in sample["object_targets"]] == \
+            [(names[a["category_id"]], a["colour"]) for a in anns]
+        for weights, a in zip(sample["object_weights"], anns, strict=True):
+            share = box_patch_overlap(a["bbox"], (64, 64), 8)
+            np.testing.assert_allclose(weights.numpy(), share / share.sum(), rtol=1e-6)
+    batch = label_collate([dataset[0], dataset[1]])
+    counts = [len(coco.getAnnIds(imgIds=dataset[i]["image_id"])) for i in (0, 1)]
+    assert batch["object_images"].tolist() == [0] * counts[0] + [1] * counts[1]
+    assert batch["object_weights"].shape == (sum(counts), 64) and batch["object_targets"].shape == (sum(counts), 2)
+
+
+def test_object_tokens_are_the_weighted_means_of_the_patches_under_each_box():
+    tokens = torch.randn(2, 4, 3)
+    weights = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.25, 0.25, 0.25, 0.25]])
+    images = torch.tensor([0, 0, 1])
+    want = torch.stack([(tokens[0, 0] + tokens[0, 1]) / 2, tokens[0, 3], tokens[1].mean(0)])
+    torch.testing.assert_close(object_tokens(tokens, weights, images), want)
+
+
+def test_object_accuracy_counts_only_objects_that_have_the_label():
+    metric = MultiLabelMetric()
+    rows = [dict(scores=torch.tensor([0.9, 0.1]), labels=torch.tensor([1.0, 0.0]),
+                 object_pred=torch.tensor([[1, 2], [3, 0]]), object_targets=torch.tensor([[1, 2], [2, -1]])),
+            dict(scores=torch.tensor([0.2, 0.8]), labels=torch.tensor([0.0, 1.0]),
+                 object_pred=torch.tensor([[0, 5]]), object_targets=torch.tensor([[0, 4]]))]
+    metric.process(None, rows)
+    out = metric.compute_metrics(metric.results)
+    # categories: 1=1, 3!=2, 0=0 -> 2 of 3; values: 2=2, (no label), 5!=4 -> 1 of 2
+    assert out == pytest.approx({"mAP": 100.0, "object_category_acc": 200 / 3, "object_value_acc": 50.0})
+
+
+def test_the_classifier_trains_every_head_and_reports_objects(tiny_benchmark):
+    cfg = build_vision_config("tiny", tiny_benchmark, max_iters=1)
+    torch.manual_seed(0)
+    model = ObjectClassifier(**{k: v for k, v in cfg.model.items() if k != "type"})
+    assert (model.category_head.out_features, model.value_head.out_features) == (8, 8)
+    images = torch.randn(2, 3, 64, 64)
+    weights = torch.zeros(3, 64)
+    weights[0, :2] = weights[1, 9] = weights[2, 63] = 1.0
+    weights = weights / weights.sum(1, keepdim=True)
+    targets, owners = torch.tensor([[1, 2], [3, -1], [0, 4]]), torch.tensor([0, 0, 1])
+    labels = torch.zeros(2, model.head.out_features)
+    losses = model(images, labels, weights, targets, owners, mode="loss")
+    assert set(losses) == {"loss_cls", "loss_category", "loss_value"}
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    rows = model(images, labels, weights, targets, owners, mode="predict")
+    assert [r["object_targets"].tolist() for r in rows] == [[[1, 2], [3, -1]], [[0, 4]]]
+    assert [r["object_pred"].shape for r in rows] == [(2, 2), (1, 2)]
+
+
+def test_a_pretrained_vit_learns_at_a_tenth_of_the_rate_a_random_one_at_the_full_rate(tiny_benchmark, tmp_path):
+    from mmengine.optim import build_optim_wrapper
+
+    state = build_model("copa", "tiny", **TOKENS).vision.state_dict()
+    vit = tmp_path / "vit.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith("reducers.")}, vit)
+    rates = {}
+    for init in (str(vit), "none"):
+        cfg = build_config("copa", "pretrain", data=tiny_benchmark, work_dir=tmp_path / "w", vision_init=init)
+        model = build_model("copa", "tiny", **{k: v for k, v in cfg.model.items() if k != "type"})
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        names = {id(p): n for n, p in model.named_parameters()}
+        rates[init] = {names[id(p)]: g["lr"] for g in wrapper.optimizer.param_groups for p in g["params"]}
+    base = 5e-4
+    vision = [n for n in rates["none"] if n.startswith("vision.") and not n.startswith("vision.reducers.")]
+    assert len(vision) > 50 and all(rates[str(vit)][n] == pytest.approx(base / 10) for n in vision)
+    others = [n for n in rates["none"] if n not in vision]
+    assert any(n.startswith("vision.reducers.") for n in others) and any(n.startswith("text_to_vision") for n in others)
+    assert all(rates[str(vit)][n] == pytest.approx(base) for n in others)
+    assert all(rate == pytest.approx(base) for rate in rates["none"].values())
 
 
 def test_average_precision_against_the_pairwise_definition():

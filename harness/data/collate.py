@@ -38,6 +38,15 @@ def vlp_collate(samples: Sequence[dict], tokenizer: str, max_length: int = 40) -
 
 @FUNCTIONS.register_module()
 def label_collate(samples: Sequence[dict]) -> dict:
-    """Samples of :class:`~harness.data.datasets.ObjectLabelDataset` → ``images``, multi-hot ``labels``."""
-    return {"images": torch.stack([s["img"] for s in samples]),
-            "labels": torch.stack([torch.as_tensor(s["labels"]) for s in samples])}
+    """Samples of :class:`~harness.data.datasets.ObjectLabelDataset` → ``images``, multi-hot ``labels`` and, when
+    the pipeline pooled the boxes (``ObjectPatchWeights``), every object of the batch in one list:
+    ``object_weights`` ``(objects, patches)``, ``object_targets`` ``(objects, 2)`` and ``object_images``
+    ``(objects,)``, the index of each object's image in the batch."""
+    batch = {"images": torch.stack([s["img"] for s in samples]),
+             "labels": torch.stack([torch.as_tensor(s["labels"]) for s in samples])}
+    if all("object_weights" in s for s in samples):
+        batch["object_weights"] = torch.cat([s["object_weights"] for s in samples])
+        batch["object_targets"] = torch.cat([torch.as_tensor(s["object_targets"]).reshape(-1, 2) for s in samples])
+        batch["object_images"] = torch.cat([torch.full((len(s["object_weights"]),), i, dtype=torch.long)
+                                            for i, s in enumerate(samples)])
+    return batch

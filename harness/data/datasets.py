@@ -150,9 +150,12 @@ class CaptionDataset(_AnnotationDataset):
 
 @DATASETS.register_module()
 class ObjectLabelDataset(_AnnotationDataset):
-    """Multi-label image classification from a COCO instances file: which categories are in an image and,
-    where the objects carry an ``attribute`` (the benchmark's ``colour``), which attribute values and which
-    (value, category) pairs. The tiny scale's stand-in for ImageNet pre-training of the ViT.
+    """Object labels of a COCO instances file, for the tiny scale's stand-in for ImageNet pre-training of the ViT.
+
+    Per image: multi-hot ``labels`` over which categories are present and, where the objects carry an
+    ``attribute`` (the benchmark's ``colour``), which attribute values and which (value, category) pairs; and per
+    object its box (``object_boxes``) and ``object_targets`` ``[category index, attribute value index]`` (-1 for
+    an object without the attribute), which teach the patch tokens under each box what is there.
 
     The class list is the file's categories then, sorted, the attribute values and the pairs; ``classes``
     fixes it when a split must share another's (validation uses the training split's).
@@ -166,36 +169,59 @@ class ObjectLabelDataset(_AnnotationDataset):
 
     def load_data_list(self) -> list[dict]:
         path = self.ann_file
-        names, images = image_object_names(path, self.attribute)
+        categories, images, objects = _attributed_objects(path, self.attribute)
         classes = self.fixed_classes or object_label_classes(path, self.attribute)
-        index = {name: i for i, name in enumerate(classes)}
         self.classes = classes
+        self.categories, self.values = object_label_groups(classes, [categories[c] for c in sorted(categories)])
+        index = {name: i for i, name in enumerate(classes)}
+        category_index = {name: i for i, name in enumerate(self.categories)}
+        value_index = {name: i for i, name in enumerate(self.values)}
         samples = []
         for image_id, img in images.items():
             labels = np.zeros(len(classes), dtype=np.float32)
-            for name in names[image_id]:
-                if name in index:
-                    labels[index[name]] = 1.0
+            boxes, targets = [], []
+            for o in objects[image_id]:
+                category, value = categories[o["category_id"]], o["value"]
+                names = (category,) if value is None else (category, value, f"{value} {category}")
+                for name in names:
+                    if name in index:
+                        labels[index[name]] = 1.0
+                boxes.append(o["bbox"])
+                targets.append([category_index.get(category, -1), value_index.get(value, -1)])
             samples.append({"img_path": self._image_path(img["file_name"]), "image_id": image_id,
-                            "labels": labels})
+                            "labels": labels, "object_boxes": boxes,
+                            "object_targets": np.asarray(targets, dtype=np.int64).reshape(-1, 2)})
         return samples
+
+
+def _attributed_objects(path: str, attribute: str | None) -> tuple[dict[int, str], dict[int, dict], dict[int, list]]:
+    """:func:`load_coco_instances` with each object's ``attribute`` value as ``value`` (None where it has none)."""
+    data = load_json(path)
+    categories, images, objects = load_coco_instances(path)
+    anns = {a.get("id"): a for a in field(data, "annotations", path, "", list) if isinstance(a, dict)}
+    for objs in objects.values():
+        for o in objs:
+            value = anns.get(o["id"], {}).get(attribute) if attribute else None
+            o["value"] = value if isinstance(value, str) and value else None
+    return categories, images, objects
 
 
 def image_object_names(path: str, attribute: str | None) -> tuple[dict[int, set[str]], dict[int, dict]]:
     """Per image of a COCO instances file, the names present: categories and, where objects carry
     ``attribute``, each value and each "value category" pair. Also the file's image table."""
-    data = load_json(path)
-    categories, images, objects = load_coco_instances(path)
-    anns = {a.get("id"): a for a in field(data, "annotations", path, "", list) if isinstance(a, dict)}
+    categories, images, objects = _attributed_objects(path, attribute)
     names: dict[int, set[str]] = {image_id: set() for image_id in images}
     for image_id, objs in objects.items():
         for o in objs:
             category = categories[o["category_id"]]
             names[image_id].add(category)
-            value = anns.get(o["id"], {}).get(attribute) if attribute else None
-            if isinstance(value, str) and value:
-                names[image_id].update((value, f"{value} {category}"))
+            if o["value"] is not None:
+                names[image_id].update((o["value"], f"{o['value']} {category}"))
     return names, images
+
+
+def _is_pair(name: str, category_names: Sequence[str]) -> bool:
+    return name not in category_names and any(name.endswith(" " + c) for c in category_names)
 
 
 def object_label_classes(path: str, attribute: str | None = "colour") -> list[str]:
@@ -205,9 +231,17 @@ def object_label_classes(path: str, attribute: str | None = "colour") -> list[st
     names, _ = image_object_names(path, attribute)
     category_names = [categories[c] for c in sorted(categories)]
     seen = set().union(*names.values()) - set(category_names)
-    values = sorted(v for v in seen if not any(v.endswith(" " + c) for c in category_names) or v in category_names)
-    pairs = sorted(v for v in seen if v not in values)
+    values = sorted(v for v in seen if not _is_pair(v, category_names))
+    pairs = sorted(v for v in seen if _is_pair(v, category_names))
     return category_names + values + pairs
+
+
+def object_label_groups(classes: Sequence[str], category_names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The categories and the attribute values of a class list of :func:`object_label_classes` (the per-object
+    heads' two vocabularies)."""
+    categories = [c for c in classes if c in category_names]
+    values = [c for c in classes if c not in category_names and not _is_pair(c, category_names)]
+    return categories, values
 
 
 @DATASETS.register_module()

@@ -3,13 +3,14 @@ captions ("to the left of") and boxes wrong."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from copa.patch_labels import patch_labels_from_boxes
+from copa.patch_labels import box_patch_overlap, patch_labels_from_boxes
 from harness.errors import InputError
 from harness.registry import TRANSFORMS
 
@@ -57,10 +58,9 @@ class Resize:
                 imgs = results[key] if key == "imgs" else [results[key]]
                 resized = [im.resize((self.size, self.size), Image.BICUBIC) for im in imgs]
                 results[key] = resized if key == "imgs" else resized[0]
-        if "relevant_boxes" in results:
-            results["relevant_boxes"] = [
-                [bx * sx, by * sy, bw * sx, bh * sy] for bx, by, bw, bh in results["relevant_boxes"]
-            ]
+        for key in ("relevant_boxes", "object_boxes"):
+            if key in results:
+                results[key] = [[bx * sx, by * sy, bw * sx, bh * sy] for bx, by, bw, bh in results[key]]
         if "bbox" in results:
             x, y, bw, bh = results["bbox"]
             results["bbox"] = [x * sx, y * sy, bw * sx, bh * sy]
@@ -81,6 +81,26 @@ class PatchLabels:
             shape = results.get("img_shape", results["ori_shape"])
             labels = patch_labels_from_boxes(results["relevant_boxes"], shape, self.patch_size, self.min_overlap)
             results["patch_labels"] = torch.from_numpy(labels.astype(np.float32))
+        return results
+
+
+@TRANSFORMS.register_module()
+class ObjectPatchWeights:
+    """``object_boxes`` → ``object_weights`` ``(objects, patches)``: each patch's share of the area a box covers
+    on the ViT's patch grid, normalised to sum to one per object: the weights that pool an object's patch tokens
+    into one vector (vision pre-training names each object from it)."""
+
+    def __init__(self, patch_size: int) -> None:
+        self.patch_size = patch_size
+
+    def __call__(self, results: dict) -> dict:
+        if "object_boxes" in results:
+            shape = results.get("img_shape", results["ori_shape"])
+            rows = [box_patch_overlap(box, shape, self.patch_size) for box in results["object_boxes"]]
+            weights = np.stack(rows) if rows else np.zeros((0, math.ceil(shape[0] / self.patch_size)
+                                                              * math.ceil(shape[1] / self.patch_size)))
+            weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+            results["object_weights"] = torch.from_numpy(weights.astype(np.float32))
         return results
 
 
