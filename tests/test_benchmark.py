@@ -99,7 +99,7 @@ def test_nlvr2_statements_do_not_give_away_their_label(tiny_benchmark):
             votes.setdefault(key(r["sentence"]), Counter())[r["label"]] += 1
         guess = [votes[k].most_common(1)[0][0] if (k := key(r["sentence"])) in votes else "True" for r in test]
         accuracy = sum(g == r["label"] for g, r in zip(guess, test, strict=True)) / len(test)
-        assert accuracy < 0.58, accuracy  # 250 test pairs: 0.58 is 2.5 standard deviations above 0.5
+        assert accuracy < 0.556, accuracy  # 500 test pairs: 0.556 is 2.5 standard deviations above 0.5
     pooled: dict[str, Counter] = {}
     for r in train + test + rows("val"):
         pooled.setdefault(_template(r["sentence"]), Counter())[r["label"]] += 1
