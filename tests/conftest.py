@@ -16,7 +16,7 @@ from harness.data.benchmark import make_benchmark
 def tiny_benchmark(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench") / "tiny"
     with contextlib.redirect_stderr(io.StringIO()):
-        make_benchmark(root, preset="tiny", seed=0)
+        make_benchmark(root, preset="tiny", seed=0, workers=2)  # test_benchmark compares it with one worker
     return root
 
 

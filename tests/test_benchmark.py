@@ -126,14 +126,13 @@ def test_text_relevant_patches_are_a_minority(tiny_benchmark):
 
 
 @pytest.mark.slow
-def test_same_seed_same_hash_other_seed_other_hash(tmp_path, tiny_benchmark):
-    first = _cli("data", "make", "--out", str(tmp_path / "a"), "--seed", "0")
+def test_same_seed_same_hash_whatever_the_workers(tmp_path, tiny_benchmark):
+    """One process writes the bytes two wrote (the session's benchmark). Another seed's bytes differ from the first
+    image on (test_scene_records_are_a_function_of_seed_split_and_index), so a whole second benchmark is not made."""
+    first = _cli("data", "make", "--out", str(tmp_path / "a"), "--seed", "0", "--workers", "1")
     assert first.returncode == 0, first.stderr
     hash_line = first.stdout.strip().splitlines()[-1]
     assert hash_line == f"sha256:{read_manifest(tiny_benchmark)['content_sha256']}"
-    other = _cli("data", "make", "--out", str(tmp_path / "b"), "--seed", "1", "--workers", "1")
-    assert other.returncode == 0, other.stderr
-    assert other.stdout.strip().splitlines()[-1] != hash_line
     again = _cli("data", "make", "--out", str(tmp_path / "a"), "--seed", "0")  # already there: reused
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == hash_line
 

@@ -100,6 +100,10 @@ def test_the_classifier_trains_every_head_and_reports_objects(tiny_benchmark):
     assert set(losses) == {"loss_cls", "loss_category", "loss_value"}
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    unlabelled = targets.clone()
+    unlabelled[:, 1] = -1  # no object has a colour: the head stays in the graph with a zero loss (DDP needs it)
+    losses = model(images, labels, weights, unlabelled, owners, mode="loss")
+    assert losses["loss_value"].item() == 0.0 and losses["loss_value"].requires_grad
     rows = model(images, labels, weights, targets, owners, mode="predict")
     assert [r["object_targets"].tolist() for r in rows] == [[[1, 2], [3, -1]], [[0, 4]]]
     assert [r["object_pred"].shape for r in rows] == [(2, 2), (1, 2)]
