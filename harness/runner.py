@@ -122,7 +122,8 @@ def build_config(
             overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
-    if model_cfg.get("vision_pretrained") and cfg.get("pretrained_vision_lr_mult", 1.0) != 1.0:
+    vision_is_pretrained = bool(model_cfg.get("vision_pretrained")) or "task_model" in cfg  # fine-tuning: by VLP
+    if vision_is_pretrained and cfg.get("pretrained_vision_lr_mult", 1.0) != 1.0:
         _slow_pretrained_vision(cfg, cfg.pretrained_vision_lr_mult)
     if "task_model" in cfg:
         from harness.tasks.base import check_applicable, check_checkpoint

@@ -113,6 +113,28 @@ def test_finetune_then_test_on_the_runner(tiny_benchmark, pretrained_checkpoint,
 
 
 @pytest.mark.slow
+def test_finetuning_trains_the_pretrained_vit_at_a_tenth_of_the_rate(tiny_benchmark, pretrained_checkpoint, tmp_path):
+    from mmengine.optim import build_optim_wrapper
+
+    from harness.runner import build_config
+
+    pretrained = pretrained_checkpoint("copa")
+    cfg = build_config("copa", "nlvr2", data=tiny_benchmark, work_dir=tmp_path, checkpoint=pretrained)
+    model = NLVR2Model(**{k: v for k, v in cfg.model.items() if k != "type"})
+    names = {id(p): n for n, p in model.named_parameters()}
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    rates = {names[id(p)]: g["lr"] for g in wrapper.optimizer.param_groups for p in g["params"]}
+    base = cfg.optim_wrapper.optimizer.lr
+    vit = [n for n in rates if n.startswith("backbone.vision.") and ".reducers." not in n]
+    assert len(vit) > 50 and all(rates[n] == pytest.approx(base / 10) for n in vit)
+    head = [n for n in rates if n.startswith("nlvr2_head.")]
+    assert head and all(rates[n] == pytest.approx(base * 10) for n in head)
+    rest = [n for n in rates if n not in vit and n not in head]
+    assert any(".reducers." in n for n in rest) and any(n.startswith("backbone.text_encoder.") for n in rest)
+    assert all(rates[n] == pytest.approx(base) for n in rest)
+
+
+@pytest.mark.slow
 def test_testing_a_pretraining_checkpoint_is_an_input_error(tiny_benchmark, pretrained_checkpoint, tmp_path):
     from harness.runner import build_config
 
