@@ -422,7 +422,8 @@ def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tupl
     scale = spec.get("scale", "tiny")
     names = spec.get("models", list(suite.models))
     start = time.perf_counter()
-    pin_threads(spec.get("threads"))
+    threads = pin_threads(spec.get("threads"))
+    prov = {**base["prov"], "machine": {**base["prov"]["machine"], "threads": threads}}  # what it was timed with
     profiled = []
     for size in spec.get("image_sizes", [None]):
         models = {n: build_model(n, scale, **({} if size is None else {"image_size": size})) for n in names}
@@ -430,4 +431,4 @@ def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tupl
         profiled += profile_models(models, image_size=image_size, batch=spec.get("batch", 4),
                                    repeats=spec.get("repeats", 5))
     return efficiency_rows(profiled, suite=base["suite"], scale=scale, job_hash=digest, data_hash=data_hash,
-                           wall_s=time.perf_counter() - start, prov=base["prov"]), False
+                           wall_s=time.perf_counter() - start, prov=prov), False

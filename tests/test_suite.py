@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.errors import InputError
 from harness.results import read_rows
@@ -93,6 +94,21 @@ def test_workers_must_be_a_positive_count(tmp_path, tiny_benchmark, write_suite)
     with pytest.raises(InputError, match=r"bad\.py: workers: must be an integer >= 1, got 0\.5"):
         run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
     assert not (tmp_path / "store").exists()
+
+
+def test_efficiency_rows_record_the_threads_they_were_timed_with(tiny_benchmark, tmp_path, write_suite):
+    suite = write_suite(tmp_path / "eff.py", tiny_benchmark, ["albef", "copa"], [], max_iters={}, eval_limit={},
+                        efficiency=dict(scale="tiny", batch=2, repeats=1, threads=1))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what the suite's provenance sees before the job pins its own
+        run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None)
+    finally:
+        torch.set_num_threads(threads)
+    rows = read_rows(tmp_path / "store")
+    assert {r["task"] for r in rows} == {"efficiency"}
+    assert {r["machine"]["threads"] for r in rows} == {1}
+    assert {r["value"] for r in rows if r["model"] == "albef" and r["metric"] == "speedup_time"} == {1.0}
 
 
 @pytest.mark.slow
