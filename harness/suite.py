@@ -299,6 +299,11 @@ def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
 _worker_suite = None  # a worker's copy of the suite config, loaded once
 
 
+def _with_threads(prov: dict, threads: int) -> dict:
+    """The provenance with the torch threads this process's jobs run with (not those of the suite's start)."""
+    return {**prov, "machine": {**prov["machine"], "threads": threads}}
+
+
 def _worker_start(context: _Context) -> None:
     import multiprocessing
 
@@ -316,7 +321,7 @@ def _run_in_worker(context: _Context, job: Job, checkpoint: Path | None) -> tupl
     """One job in a worker; a task gets its model's pre-training checkpoint, a pre-training returns it."""
     import torch
 
-    context.prov = {**context.prov, "machine": {**context.prov["machine"], "threads": torch.get_num_threads()}}
+    context.prov = _with_threads(context.prov, torch.get_num_threads())
     key = (job.model, job.variant, job.seed)
     pretrained = {} if checkpoint is None else {key: checkpoint}
     outcome = _execute(context, _worker_suite, job, pretrained)
@@ -423,7 +428,7 @@ def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tupl
     names = spec.get("models", list(suite.models))
     start = time.perf_counter()
     threads = pin_threads(spec.get("threads"))
-    prov = {**base["prov"], "machine": {**base["prov"]["machine"], "threads": threads}}  # what it was timed with
+    prov = _with_threads(base["prov"], threads)
     profiled = []
     for size in spec.get("image_sizes", [None]):
         models = {n: build_model(n, scale, **({} if size is None else {"image_size": size})) for n in names}
