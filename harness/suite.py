@@ -250,6 +250,29 @@ def _serial(context: _Context, suite, jobs: list[Job]):
         yield number, _execute(context, suite, job, pretrained)
 
 
+def _make_vision_inits(suite, jobs: list[Job], work_root: Path) -> None:
+    """Make the shared ViT initialisation of each seed that lacks one, here, once, rather than by two workers at
+    the same time in the same work dir; at one torch thread like the workers' jobs, since the thread count
+    changes its weights (by ~3e-6 after 20 iterations at two threads), which pre-training's patch choices then
+    amplify, and the job hash does not record it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
+            # building a pre-training config makes the ViT initialisation of its seed when it is missing
+            first = next(job for job in jobs if job.kind == "pretrain" and job.seed == seed)
+            try:
+                _job_cfg(suite, first, None, False, work_root)
+            except InputError:
+                raise
+            except Exception:  # its worker meets it again and reports it as that job's failure
+                pass
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
     """The jobs in ``workers`` one-thread processes, yielding each outcome as it arrives: the pre-training and
     chance jobs first, each task as soon as its model's pre-training is done; then the efficiency jobs here,
@@ -257,16 +280,7 @@ def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
-        # building a pre-training config makes the shared ViT initialisation of its seed when it is missing:
-        # here, once, rather than by two workers at the same time in the same work dir
-        first = next(job for job in jobs if job.kind == "pretrain" and job.seed == seed)
-        try:
-            _job_cfg(suite, first, None, False, context.work_root)
-        except InputError:
-            raise
-        except Exception:  # its worker meets it again and reports it as that job's failure
-            pass
+    _make_vision_inits(suite, jobs, context.work_root)
     ready: list[int] = []
     after: dict[tuple, list[int]] = {}  # a pre-training's (model, variant, seed) -> the numbers of its tasks
     for number, job in enumerate(jobs, 1):

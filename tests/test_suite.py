@@ -128,17 +128,26 @@ def test_bad_input_met_in_a_worker_stops_the_suite_with_its_one_line_error(tiny_
 def test_workers_leave_the_shared_vit_initialisation_to_this_process(tiny_benchmark, tmp_path, write_suite,
                                                                      monkeypatch):
     """Two workers starting pre-training at once would both make a missing ViT initialisation in one work dir;
-    the main process makes it first. The stand-in below exists only here, not in a spawned worker."""
+    the main process makes it first, at one thread like the workers (at two its weights differ). The stand-in
+    below exists only here, not in a spawned worker."""
     import harness.runner
 
     def stand_in(scale, data, seed):
-        raise InputError(None, None, f"made by the main process: {scale} seed {seed}")
+        raise InputError(None, None, f"made by the main process: {scale} seed {seed}, "
+                                     f"{torch.get_num_threads()} thread(s)")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(harness.runner, "ensure_vision_init", stand_in)
     suite = write_suite(tmp_path / "auto.py", tiny_benchmark, ["copa", "albef"], ["vqa"], seeds=(3,),
                         max_iters=dict(pretrain=1, vqa=1), eval_limit=dict(pretrain=8, vqa=8))
     Path(suite).write_text(Path(suite).read_text().replace("vision_init = 'none'", "vision_init = 'auto'"))
-    with pytest.raises(InputError, match="made by the main process: tiny seed 3"):
-        run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
+    try:
+        with pytest.raises(InputError, match=r"made by the main process: tiny seed 3, 1 thread\(s\)"):
+            run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
+        assert torch.get_num_threads() == 2  # the main process's own count, back
+    finally:
+        torch.set_num_threads(threads)
     assert not (tmp_path / "store").exists()
