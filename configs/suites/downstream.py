@@ -4,9 +4,8 @@ fine-tuning schedules (VQA 1,000 iterations) but NLVR2 at 2,000, on full test se
 whether each task is above its chance row for every model (README, "The downstream suite"). NLVR2 runs twice the
 task config's 1,000 iterations because random, at COPA's token budget, had not left chance in 1,000 (training loss
 0.68 against ln 2, val 48.8); at 2,000 its loss ends at 0.64 and every test-time draw scores 54.8-57.2 on val and
-test (README). About 2 h on 2 cores (estimated: 82 min at NLVR2 1,000, five 15-min NLVR2 halves more) with the
-ViT initialisation (~20 min) made first:
-`copa-bench run downstream --workers 2`."""
+test (README). About 2 h on 2 cores (estimated: 82 min measured with NLVR2 at 1,000, ~40 min more for the five
+NLVR2 jobs at 2,000) with the ViT initialisation (~20 min) made first: `copa-bench run downstream --workers 2`."""
 
 scale = "tiny"
 seeds = [0]
