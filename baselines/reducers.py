@@ -34,22 +34,23 @@ class TextAttentionReducer(PatchReducer):
 
     The text [CLS] (projected to vision width by the skeleton) is layer-normed and projected by the
     preceding ViT block's own attention *query* weights; its head-averaged attention over that block's
-    keys scores the patches.
+    keys scores the patches. Without text (the text-free path) the image [CLS]'s own query in that block
+    takes its place, which is EViT's score.
     """
 
     text_aware = True
     needs_qkv = True
 
     def score(self, tokens: Tensor, text: Tensor | None, qkv: Tensor | None, block: nn.Module) -> Tensor:
-        if text is None:
-            raise ValueError('TextAttentionReducer needs the text context')
+        q, k, _ = split_qkv_heads(qkv, block)
         attn = block.attn
+        if text is None:
+            return attention_log_probs(q[:, :, 0], k, attn.scale)[:, 1:]
         dim = attn.num_heads * attn.head_dim
         weight = attn.qkv.weight[:dim]
         bias = None if attn.qkv.bias is None else attn.qkv.bias[:dim]
         query = nn.functional.linear(block.norm1(text), weight, bias).view(text.shape[0], attn.num_heads, -1)
         query = attn.q_norm(query)
-        _, k, _ = split_qkv_heads(qkv, block)
         return attention_log_probs(query, k, attn.scale)[:, 1:]
 
 

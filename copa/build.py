@@ -66,6 +66,12 @@ SCALES: dict[str, dict[str, Any]] = {
 
 DUAL_STREAM_LOSSES = ('itc', 'itm', 'mlm', 'lm')
 _REDUCED = {'tiny': (2, 3, 4), 'base': (2, 5, 8)}
+SHARED_PASSES = dict(text_free='image_query', itm_negatives='reuse')
+"""The pre-training recipe of the text-aware models: the text-free path pruned against the image [CLS] and ITM
+negatives reusing each image's own text-aware tokens (``copa.vlp``), so one step runs no unpruned ViT pass."""
+SEPARATE_PASSES = dict(text_free='unreduced', itm_negatives='rerun')
+"""The recipe before it (an unpruned text-free pass and a text-aware pass per ITM negative), kept for the
+ablation: suites name it as the variant ``separate_passes``."""
 
 METHODS: dict[str, dict[str, Any]] = {
     'albef': dict(reducer=None, losses=DUAL_STREAM_LOSSES),
@@ -74,9 +80,10 @@ METHODS: dict[str, dict[str, Any]] = {
         reduction_layers=_REDUCED,
         keep_ratio=0.5,
         losses=DUAL_STREAM_LOSSES + ('pta',),
+        **SHARED_PASSES,
     ),
     'trips': dict(reducer=dict(type='TextAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
-                  losses=DUAL_STREAM_LOSSES),
+                  losses=DUAL_STREAM_LOSSES, **SHARED_PASSES),
     'evit': dict(reducer=dict(type='CLSAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
                  losses=DUAL_STREAM_LOSSES),
     'random': dict(reducer=dict(type='RandomReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
@@ -94,8 +101,9 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     """The mmengine config dict of a named model at a scale.
 
     ``overrides`` are top-level ``VLPModel`` arguments (``vocab_size``, ``losses``, ``pad_token_id`` ...) or
-    method knobs: ``reducer``, ``reduction_layers``, ``keep_ratio`` and ``image_size`` (ViT input size;
-    position embeddings follow). ``vision``/``text`` dicts are merged key by key.
+    method knobs: ``reducer``, ``reduction_layers``, ``keep_ratio``, ``text_free`` (see
+    :class:`~copa.vision.VisionTransformer`) and ``image_size`` (ViT input size; position embeddings follow).
+    ``vision``/``text`` dicts are merged key by key.
     """
     if name not in METHODS:
         raise KeyError(f'unknown model {name!r}; choose from {sorted(METHODS)}')
@@ -114,9 +122,12 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     layers = overrides.pop('reduction_layers', method.pop('reduction_layers', ()))
     layers = layers[scale] if isinstance(layers, dict) else layers
     keep_ratio = overrides.pop('keep_ratio', method.pop('keep_ratio', 1.0))
+    text_free = overrides.pop('text_free', method.pop('text_free', None))
     if reducer is not None:
         vision['reducer'] = dict(reducer, keep_ratio=keep_ratio)
         vision['reduction_layers'] = tuple(layers)
+        if text_free is not None:
+            vision['text_free'] = text_free
     cfg['vision'] = vision
     cfg.update(method)
     if cfg['type'] == 'SingleStreamVLP':

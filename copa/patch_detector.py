@@ -25,8 +25,10 @@ class TextAwarePatchDetector(PatchReducer):
     Where the TPDs sit and how much they keep is configuration (``copa.build.METHODS['copa']``). Defaults:
     three TPDs, before blocks 2, 5 and 8 at base scale (2, 3, 4 at tiny), each keeping half of its input,
     which puts COPA at ALBEF's MACs / 2.05 per pair (budget / 1.88; the derivation is in ``copa.build``).
-    On the text-free path (ITC image embeddings, captioning) the vision encoder skips text-aware reducers,
-    so those embeddings come from the unreduced ViT.
+    On the text-free path (ITC image embeddings, the retrieval index, captioning) there is no text: the image's
+    own [CLS] token stands in for ``t`` (same MLP, same budget), so that path is pruned as much as the
+    text-aware one. PTA trains only the text-conditioned scores; the image-conditioned ones learn through the
+    fused token of the losses on that path (ITC, PrefixLM).
     """
 
     text_aware = True
@@ -43,7 +45,7 @@ class TextAwarePatchDetector(PatchReducer):
 
     def score(self, tokens: Tensor, text: Tensor | None, qkv: Tensor | None, block: nn.Module) -> Tensor:
         if text is None:
-            raise ValueError('TextAwarePatchDetector needs the text context')
+            text = tokens[:, 0]
         patches = self.patch_proj(self.patch_norm(tokens[:, 1:]))
         query = self.text_proj(self.text_norm(text)).unsqueeze(1)
         return self.head(self.act(patches + query)).squeeze(-1)

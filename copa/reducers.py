@@ -81,7 +81,8 @@ class PatchReducer(nn.Module):
     """Base class: score the N non-[CLS] tokens, then :func:`keep_topk_and_fuse`.
 
     Class attributes tell the vision encoder what a reducer needs:
-      ``text_aware``: uses the text context; on the text-free path (``text=None``) the encoder skips it.
+      ``text_aware``: uses the text context. On the text-free path (``text=None``) it scores against the
+      image's own [CLS] instead (the encoder's ``text_free='image_query'``), or the encoder skips it.
       ``needs_qkv``: wants the ``qkv`` projection output of the ViT block preceding the reduction point
       (captured during that block's forward, so attention-based scores cost no extra projection).
     """

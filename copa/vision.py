@@ -59,6 +59,8 @@ def token_schedule(num_patches: int, depth: int, reduction_layers: Sequence[int]
     return lengths
 
 
+TEXT_FREE_MODES = ('image_query', 'unreduced')
+
 _layer_norm = partial(nn.LayerNorm, eps=1e-6)
 
 
@@ -85,6 +87,10 @@ class VisionTransformer(nn.Module):
             reducer runs after ``i`` blocks. TRIPS's "layers 5 and 10" are ``(5, 10)``.
         reducer: config (or module) of the reducer; one instance per reduction point, each with the
             same config. ``None`` means no reduction (ALBEF).
+        text_free: what a text-aware reducer does on the text-free path (no text: the ITC image embedding,
+            the retrieval index, captioning). ``'image_query'``: it runs with ``text=None`` and scores the
+            patches against the image's own [CLS] in place of the text [CLS], so that path is pruned too and
+            costs what the text-aware one does; ``'unreduced'``: it is skipped, and that path runs the whole ViT.
     """
 
     def __init__(
@@ -100,8 +106,12 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         reduction_layers: Sequence[int] = (),
         reducer: dict | None = None,
+        text_free: str = 'image_query',
     ) -> None:
         super().__init__()
+        if text_free not in TEXT_FREE_MODES:
+            raise ValueError(f'text_free must be one of {TEXT_FREE_MODES}, got {text_free!r}')
+        self.text_free = text_free
         reduction_layers = tuple(sorted(reduction_layers)) if reducer is not None else ()
         if any(not 1 <= i < depth for i in reduction_layers):
             raise ValueError(f'reduction_layers must lie in [1, {depth}), got {reduction_layers}')
@@ -157,7 +167,7 @@ class VisionTransformer(nn.Module):
 
     def forward_suffix(self, tokens: Tensor, text: Tensor | None = None, qkv: Tensor | None = None) -> VisionOutput:
         """Continue from :meth:`forward_prefix`. ``text`` ``(B, D)``: the text context, or ``None`` for the
-        text-free path, on which text-aware reducers are skipped (no reduction)."""
+        text-free path, on which text-aware reducers query with the image [CLS] or are skipped (``text_free``)."""
         out = VisionOutput(tokens)
         x = tokens
         patch_ids = torch.arange(x.shape[1] - 1, device=x.device).expand(x.shape[0], -1)
@@ -187,7 +197,7 @@ class VisionTransformer(nn.Module):
 
     def _active_reducer(self, index: int, text_free: bool) -> PatchReducer | None:
         reducer = self.reducers[str(index)] if str(index) in self.reducers else None
-        if reducer is None or (text_free and reducer.text_aware):
+        if reducer is None or (text_free and reducer.text_aware and self.text_free == 'unreduced'):
             return None
         return reducer
 

@@ -4,13 +4,23 @@
 COPA and the dual-stream baselines are this one class with a different ``vision.reducer`` and ``losses``
 (see ``copa.build``). Which image tokens feed which objective:
 
-* ITC and PrefixLM use the *text-free* path: text-aware reducers are skipped, so the image embedding does
-  not depend on the caption (retrieval shortlists with it; captioning has no text). Reducers that ignore
-  text (EViT, random, ToMe) still reduce there, and then the two paths are one pass.
+* ITC and PrefixLM use the *text-free* path: the image embedding must not depend on the caption (retrieval
+  shortlists with it; captioning has no text). A text-aware reducer there scores patches against the image's
+  own [CLS] (``vision.text_free='image_query'``, the default), so that path is pruned as much as the
+  text-aware one; with ``'unreduced'`` it is skipped and the path runs the whole ViT. Reducers that ignore
+  text (EViT, random, ToMe) reduce the same way on both paths, which are then one pass.
 * ITM, MLM and PTA use the *text-aware* path, conditioned on the text [CLS] of the unmasked caption
   (MLM reuses those tokens: the masked words can influence only which patches are kept).
-* The blocks before the first text-aware reduction point are shared by both paths and by the ITM
-  negatives, whose text-aware continuation is recomputed with the negative's text.
+* The blocks before the first text-aware reduction point are shared by both paths.
+* ITM negatives (``itm_negatives``): ``'reuse'`` (default) pairs each negative with the visual tokens its
+  image got from its own caption, as ALBEF's code pairs a negative with ``image_embeds[neg_idx]``;
+  ``'rerun'`` re-runs the text-aware ViT suffix of each negative image with the negative's text, at the
+  cost of two more pruned ViT suffixes per pair.
+
+One pre-training step of COPA therefore runs the shared prefix once and two pruned suffixes (text-free and
+text-aware), against ALBEF's one unpruned ViT pass. The recipe before that (``text_free='unreduced'``,
+``itm_negatives='rerun'``) ran an unpruned pass *and* three pruned suffixes, and pre-trained slower than
+ALBEF; it is kept as a variant for the ablation.
 """
 from __future__ import annotations
 
@@ -47,6 +57,7 @@ from .text import (
 from .vision import VisionOutput, VisionTransformer, load_timm_checkpoint
 
 LOSSES = ('itc', 'itm', 'mlm', 'lm', 'pta')
+ITM_NEGATIVES = ('reuse', 'rerun')
 
 
 @MODELS.register_module()
@@ -68,6 +79,9 @@ class VLPModel(BaseModel):
         temperature: initial ITC temperature (learnable, clamped to [0.001, 0.5] as in ALBEF).
         itm_hardness: share of ITM negatives mined from ITC similarity, the rest drawn uniformly
             (see :func:`~copa.objectives.sample_hard_negatives`; ALBEF: 1).
+        itm_negatives: ``'reuse'`` the text-aware visual tokens each negative image got with its own caption,
+            or ``'rerun'`` its text-aware ViT suffix with the negative's text (only differs for text-aware
+            reducers; see the module docstring).
         vision_pretrained: timm checkpoint file for the vision encoder.
         text_pretrained: local Hugging Face BERT directory for the text encoder (its config wins over
             ``text`` and ``vocab_size``).
@@ -91,6 +105,7 @@ class VLPModel(BaseModel):
         mlm_prob: float = 0.15,
         temperature: float = 0.07,
         itm_hardness: float = 1.0,
+        itm_negatives: str = 'reuse',
         dropout: float = 0.1,
         vision_pretrained: str | None = None,
         text_pretrained: str | None = None,
@@ -105,6 +120,9 @@ class VLPModel(BaseModel):
         self.loss_weights = {name: 1.0 for name in LOSSES} | dict(loss_weights or {})
         self.mlm_prob = mlm_prob
         self.itm_hardness = itm_hardness
+        if itm_negatives not in ITM_NEGATIVES:
+            raise ValueError(f'itm_negatives must be one of {ITM_NEGATIVES}, got {itm_negatives!r}')
+        self.itm_negatives = itm_negatives
 
         self.vision = VisionTransformer(**vision)
         if vision_pretrained is not None:
@@ -379,14 +397,15 @@ class VLPModel(BaseModel):
         sim: Tensor,
         positives: Tensor,
     ) -> Tensor:
-        """ITM on B matched pairs and 2B hard negatives mined from ITC similarity (ALBEF)."""
+        """ITM on B matched pairs and 2B hard negatives mined from ITC similarity (ALBEF); the negatives'
+        visual tokens per ``itm_negatives``."""
         batch = text_hidden.shape[0]
         neg_text = sample_hard_negatives(sim, positives, self.itm_hardness)
         neg_image = sample_hard_negatives(sim.t(), positives.t(), self.itm_hardness)
         image_idx = torch.cat([torch.arange(batch, device=sim.device), neg_image])
         text_idx = torch.cat([neg_text, torch.arange(batch, device=sim.device)])
         neg_hidden, neg_mask = text_hidden[text_idx], text_mask[text_idx]
-        if self.vision.text_aware:
+        if self.vision.text_aware and self.itm_negatives == 'rerun':
             neg_qkv = None if qkv is None else qkv[image_idx]
             neg_tokens = self.vision.forward_suffix(prefix[image_idx], self.text_context(neg_hidden), neg_qkv).tokens
         else:

@@ -150,6 +150,37 @@ def test_same_seed_same_losses(name):
     assert runs[0] == runs[1]
 
 
+def _block_lengths(model: nn.Module, monkeypatch) -> dict[int, list[int]]:
+    """Sequence length of every ViT block call during one pre-training forward, per block index."""
+    from copa.vision import VisionTransformer
+
+    calls: dict[int, list[int]] = {}
+    run_block = VisionTransformer._run_block
+
+    def recording(self, index, x, text_free):
+        calls.setdefault(index, []).append(x.shape[1])
+        return run_block(self, index, x, text_free)
+
+    monkeypatch.setattr(VisionTransformer, '_run_block', recording)
+    model.train()(**make_batch(), mode='loss')
+    return calls
+
+
+@pytest.mark.parametrize('name', ['copa', 'trips'])
+def test_pretraining_step_runs_no_unpruned_vit_pass(name, monkeypatch):
+    """Text-aware models (default recipe): the shared prefix once, then two pruned suffixes (text-free against
+    the image [CLS], text-aware), every ITM negative reusing its image's text-aware tokens; the recipe before
+    (``SEPARATE_PASSES``) ran the whole ViT on the text-free path and a text-aware suffix per negative."""
+    from copa.build import SEPARATE_PASSES
+
+    full, schedule = 65, make(name).vision.token_schedule()
+    calls = _block_lengths(make(name), monkeypatch)
+    assert calls == {i: [n] if i < 2 else [n, n] for i, n in enumerate(schedule)}
+    calls = _block_lengths(make(name, **SEPARATE_PASSES), monkeypatch)
+    assert calls == {i: [n] if i < 2 else [full, n, n] for i, n in enumerate(schedule)}
+    assert schedule[:2] == [full, full] and schedule[-1] < full
+
+
 def test_predict_and_generate(models):
     batch = make_batch()
     model = models['copa'].eval()

@@ -22,14 +22,15 @@ REDUCERS = {
 }
 
 
-def make_vision(reducer: str | None, keep_ratio: float = 0.5, layers=(1, 2, 3)) -> VisionTransformer:
+def make_vision(reducer: str | None, keep_ratio: float = 0.5, layers=(1, 2, 3),
+                text_free: str = 'image_query') -> VisionTransformer:
     import baselines  # noqa: F401
 
     torch.manual_seed(0)
     cfg = None if reducer is None else dict(REDUCERS[reducer], keep_ratio=keep_ratio)
     return VisionTransformer(
         img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=DEPTH, num_heads=HEADS,
-        reduction_layers=layers if cfg else (), reducer=cfg,
+        reduction_layers=layers if cfg else (), reducer=cfg, text_free=text_free,
     ).eval()
 
 
@@ -94,14 +95,32 @@ def test_kept_patch_ids_follow_the_original_grid(name):
 
 
 @pytest.mark.parametrize('name', ['copa', 'trips'])
-def test_text_aware_reducers_are_skipped_without_text(name):
-    vision = make_vision(name)
+def test_text_aware_reducers_are_skipped_without_text_when_unreduced(name):
+    vision = make_vision(name, text_free='unreduced')
     images = torch.randn(2, 3, IMG, IMG)
     reference = make_vision(None)
     reference.load_state_dict(vision.state_dict(), strict=False)
     out = vision(images, None)
     assert out.token_counts == [] and out.tokens.shape[1] == NUM_PATCHES + 1
     torch.testing.assert_close(out.tokens, reference(images).tokens)
+
+
+@pytest.mark.parametrize('name', ['copa', 'trips'])
+def test_text_free_path_is_pruned_against_the_image_cls(name):
+    """The default text-free path keeps the text-aware path's budget, and scores with the image [CLS] where the
+    text [CLS] would be: the TPD's own MLP with ``t`` = the [CLS] token, TRIPS's attention = EViT's."""
+    vision = make_vision(name)
+    images, text = torch.randn(2, 3, IMG, IMG), torch.randn(2, DIM)
+    free, aware = vision(images, None), vision(images, text)
+    assert free.token_counts == aware.token_counts == [10, 7, 5]
+    assert not torch.allclose(free.tokens, aware.tokens)
+    x = vision.blocks[0](vision.embed(images))
+    qkv = vision.blocks[0].attn.qkv(vision.blocks[0].norm1(vision.embed(images)))
+    reducer = vision.reducers['1']
+    expected = (reducer.score(x, x[:, 0], qkv, vision.blocks[0]) if name == 'copa'
+                else CLSAttentionReducer(0.5).score(x, None, qkv, vision.blocks[0]))
+    torch.testing.assert_close(reducer.score(x, None, qkv, vision.blocks[0]), expected)
+    torch.testing.assert_close(free.scores[0], expected)
 
 
 def test_prefix_is_shared_by_both_paths():
