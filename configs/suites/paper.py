@@ -1,6 +1,8 @@
 """paper: the tables of a paper at tiny scale: every model on every task with the tasks' full schedules and
 test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the same budgets) and its
-ablations: PTA off, the share of pre-training images whose boxes PTA sees, and where the TPDs sit.
+ablations: PTA off, the share of pre-training images whose boxes PTA sees, where the TPDs sit, and the
+pre-training recipe before the shared pruned passes (``separate_passes``: an unpruned text-free ViT pass and a
+text-aware suffix per ITM negative; copa.build.SEPARATE_PASSES).
 
 Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),
 and which models and tasks they apply to. The default variant ("") is the main comparison.
@@ -23,5 +25,7 @@ variants = {
     "pta100": dict(pta_fraction=1.0, models=["copa"], tasks=_ablation_tasks),
     "tpd1": dict(model=dict(reduction_layers=(1, 2, 3)), models=["copa"], tasks=_ablation_tasks),
     "tpd3": dict(model=dict(reduction_layers=(3, 4, 5)), models=["copa"], tasks=_ablation_tasks),
+    "separate_passes": dict(model=dict(text_free="unreduced", itm_negatives="rerun"), models=["copa", "trips"],
+                            tasks=_ablation_tasks),
 }
 efficiency = dict(scale="tiny", batch=4, repeats=5)
