@@ -91,13 +91,15 @@ def sample_hard_negatives(sim: Tensor, positives: Tensor, hardness: float = 1.0)
     """
     if not 0.0 <= hardness <= 1.0:
         raise ValueError(f'hardness must be in [0, 1], got {hardness}')
-    logits = sim.float().masked_fill(positives, float('-inf'))
-    empty = positives.all(dim=1)
-    logits[empty] = 0.0
-    uniform = (~positives).float()
-    uniform[empty] = 1.0
+    # No host synchronisation: boolean-mask assignment (``x[mask] = v``) runs ``nonzero`` and
+    # ``torch.multinomial`` checks its input with two ``.item()`` calls; masked_fill and the draw below do not.
+    empty = positives.all(dim=1, keepdim=True)
+    logits = sim.float().masked_fill(positives, float('-inf')).masked_fill(empty, 0.0)
+    uniform = (~positives).float().masked_fill(empty, 1.0)
     probs = hardness * logits.softmax(dim=1) + (1.0 - hardness) * uniform / uniform.sum(dim=1, keepdim=True)
-    return torch.multinomial(probs, 1).squeeze(1)
+    # torch.multinomial's one-sample draw, argmax(p / q) with q ~ Exp(1): the same index from the same
+    # generator state
+    return (probs / torch.empty_like(probs).exponential_(1)).argmax(dim=1)
 
 
 def itm_loss(logits: Tensor, num_positive: int) -> Tensor:
@@ -132,10 +134,11 @@ def mask_tokens(
 
 
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean CE over labelled tokens; a zero that still carries gradient when no token is labelled."""
-    if not bool((labels != IGNORE_INDEX).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    """Mean CE over labelled tokens; a zero that still carries gradient when no token is labelled (no
+    host-side check: the sum over no tokens is 0, divided by a count clamped to 1)."""
+    labels = labels.reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX, reduction='sum')
+    return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def pta_loss(scores: Tensor, labels: Tensor, sample_mask: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
@@ -148,8 +151,5 @@ def pta_loss(scores: Tensor, labels: Tensor, sample_mask: Tensor | None = None, 
     weight = torch.ones_like(scores) if valid is None else valid.to(scores.dtype)
     if sample_mask is not None:
         weight = weight * sample_mask.to(scores.dtype)[:, None]
-    total = weight.sum()
-    if not bool(total > 0):
-        return scores.sum() * 0.0
     bce = F.binary_cross_entropy_with_logits(scores, labels.to(scores.dtype), reduction='none')
-    return (bce * weight).sum() / total
+    return (bce * weight).sum() / weight.sum().clamp_min(1.0)  # 0 weights: a zero with gradient, no host check

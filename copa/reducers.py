@@ -50,14 +50,13 @@ def keep_topk_and_fuse(tokens: Tensor, scores: Tensor, keep: int) -> tuple[Tenso
         raise ValueError(f'scores must be {(batch, num)}, got {tuple(scores.shape)}')
     if keep >= num:
         return tokens, torch.arange(num, device=tokens.device).expand(batch, num)
-    order = scores.argsort(dim=1, descending=True)
-    kept = order[:, :keep].sort(dim=1).values
-    dropped = order[:, keep:]
+    kept = scores.topk(keep, dim=1, sorted=False).indices.sort(dim=1).values
     patches = tokens[:, 1:]
     kept_tokens = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, dim))
-    dropped_tokens = patches.gather(1, dropped.unsqueeze(-1).expand(-1, -1, dim))
-    weights = scores.gather(1, dropped).softmax(dim=1)
-    fused = (weights.unsqueeze(-1) * dropped_tokens).sum(dim=1, keepdim=True)
+    # the softmax over the dropped scores, as a masked softmax over all N (zero weight on the kept ones), so
+    # the dropped tokens are never gathered: one (B, 1, N) x (B, N, D) product makes the fused token
+    weights = scores.scatter(1, kept, float('-inf')).softmax(dim=1)
+    fused = torch.bmm(weights.unsqueeze(1).to(patches.dtype), patches)
     return torch.cat([tokens[:, :1], kept_tokens, fused], dim=1), kept
 
 

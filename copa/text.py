@@ -142,10 +142,12 @@ class PrefixLMDecoder(nn.Module):
         )
 
     def forward(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor) -> Tensor:
-        """Next-token logits ``(B, L, V)``."""
-        return self.model(
-            input_ids=text_ids, attention_mask=text_mask, encoder_hidden_states=visual, use_cache=False
-        ).logits
+        """Next-token logits ``(B, L, V)``. The causal and padding mask is built here, on the device: given a 2D
+        mask, transformers reads it on the host (``mask.all()``) to decide whether it can use ``is_causal``."""
+        length = text_ids.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=text_ids.device).tril()
+        mask = causal[None, None] & text_mask[:, None, None, :].bool()
+        return self.model(input_ids=text_ids, attention_mask=mask, encoder_hidden_states=visual, use_cache=False).logits
 
     def loss(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor) -> Tensor:
         logits = self(text_ids, text_mask, visual)[:, :-1]

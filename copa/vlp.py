@@ -173,7 +173,9 @@ class VLPModel(BaseModel):
     # ----------------------------------------------------------------------------------- encoders
     def encode_text(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """Text encoder hidden states ``(B, L, D_text)``."""
-        return self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
+        # a (B, 1, 1, L) mask is used as given; a 2D one makes transformers read ``mask.all()`` on the host
+        mask = text_mask[:, None, None, :].bool()
+        return self.text_encoder(input_ids=text_ids, attention_mask=mask).last_hidden_state
 
     def text_context(self, text_hidden: Tensor) -> Tensor | None:
         """What text-aware reducers see: the text [CLS] projected to vision width (``None`` if unused)."""
