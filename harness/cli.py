@@ -36,28 +36,37 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _join(launcher: str) -> bool:
+def _run_on(args: argparse.Namespace):
+    """``--device`` and ``--precision`` checked before anything runs or is written: (device, precision)."""
+    from harness.device import check_precision, resolve_device
+
+    device = resolve_device(args.device)
+    return device, check_precision(args.precision, device)
+
+
+def _join(launcher: str, device=None) -> bool:
     """Join the launcher's process group; True in the process that prints (rank 0)."""
     from harness import distributed
 
-    distributed.init_distributed(launcher)
+    distributed.init_distributed(launcher, device)
     return distributed.rank() == 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from harness.runner import apply_options, build_config, train
 
-    main_process = _join(args.launcher)
+    device, precision = _run_on(args)
+    main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
-                       vision_init=args.vision_init)
+                       vision_init=args.vision_init, device=device, precision=precision)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     summary = train(cfg)
     if not main_process:
         return 0
-    print(f"{args.model} {args.task} ({args.scale}, seed {args.seed}) finished in {time.perf_counter() - start:.0f}s;"
-          f" checkpoints in {cfg.work_dir}")
+    print(f"{args.model} {args.task} ({args.scale}, seed {args.seed}, {device} {precision}) finished in "
+          f"{time.perf_counter() - start:.0f}s; checkpoints in {cfg.work_dir}")
     for key, value in summary.items():
         print(f"  {key:<16} {value:.4f}")
     return 0
@@ -66,16 +75,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_test(args: argparse.Namespace) -> int:
     from harness.runner import apply_options, build_config, test
 
-    main_process = _join(args.launcher)
+    device, precision = _run_on(args)
+    main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
-                       seed=args.seed, checkpoint=args.checkpoint, testing=True)
+                       seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     metrics = test(cfg)
     if not main_process:
         return 0
-    print(f"{args.model} {args.task} ({args.scale}) tested in {time.perf_counter() - start:.0f}s "
-          f"from {args.checkpoint}")
+    print(f"{args.model} {args.task} ({args.scale}, {device} {precision}) tested in "
+          f"{time.perf_counter() - start:.0f}s from {args.checkpoint}")
     for key, value in metrics.items():
         print(f"  {key:<16} {value:.4f}")
     return 0
@@ -87,9 +97,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def names(value: str | None) -> list[str] | None:
         return None if value is None else [v for v in value.split(",")]
 
-    _join(args.launcher)
+    device, precision = _run_on(args)
+    _join(args.launcher, device)
     counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
-                       variants=names(args.variants), models=names(args.models), workers=args.workers)
+                       variants=names(args.variants), models=names(args.models), workers=args.workers,
+                       device=device, precision=precision)
     return 1 if counts["failed"] else 0
 
 
@@ -103,10 +115,19 @@ def _int_list(value: str) -> list[int]:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from harness.profiling.cli import run_profile
 
+    _run_on(args)
     return run_profile(args)
 
 
 LAUNCHER_HELP = "none (one process), pytorch (under torchrun) or slurm (under srun); gloo on CPU"
+PRECISIONS = ("fp32", "bf16", "fp16")  # harness.device.PRECISIONS, literal so that parsing imports no torch
+
+
+def _add_run_on(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda or cuda:N (default auto: CUDA when available, else the CPU)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32, or bf16/fp16 mixed precision under autocast (fp16 on CUDA only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                        help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
     train.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
+    _add_run_on(train)
     train.set_defaults(func=_cmd_train)
 
     test = sub.add_parser("test", help="evaluate a checkpoint on a task's test split")
@@ -163,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                        help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
     test.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
+    _add_run_on(test)
     test.set_defaults(func=_cmd_test)
 
     profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
@@ -176,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--retrieval-k", type=int, default=16, help="ITM re-rankings per retrieval query")
     profile.add_argument("--json", default=None, help="write the rows as JSON")
     profile.add_argument("--csv", default=None, help="write the rows as CSV")
+    profile.add_argument("--tasks", default="pair",
+                         help="comma list of what to cost per task and phase (default pair: the image-text pair)")
+    profile.add_argument("--compile", action="store_true", help="time the models through torch.compile")
+    _add_run_on(profile)
     profile.set_defaults(func=_cmd_profile)
     run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
     run.add_argument("suite", help=f"{', '.join(suite_names())}, or a suite config file")
@@ -189,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="run the jobs in this many processes, one torch "
                      "thread each (bit-reproducible), the efficiency job alone afterwards (default: the suite's "
                      "'workers', else 1)")
+    _add_run_on(run)
     run.set_defaults(func=_cmd_run)
 
     _add_results_commands(sub)

@@ -1,6 +1,7 @@
 """Runs on mmengine's distributed engine (torch.distributed), with or without a GPU.
 
-copa-bench joins the process group itself when a command starts (gloo on CPU, nccl on GPUs), before any
+copa-bench joins the process group itself when a command starts (gloo on the CPU, nccl on GPUs: by the
+command's ``--device``, so ``--device cpu`` runs on gloo on a GPU machine too), before any
 Runner exists: data generation and the store need ranks before the first job, and mmengine's own launchers
 assume a GPU per process (``torch.cuda.set_device`` before ``init_process_group``). Each Runner then finds
 the group and only reads it. On CPU the model is wrapped by ``CPUDistributedDataParallel``, since
@@ -42,13 +43,20 @@ def _slurm_environment() -> None:
     os.environ.setdefault("MASTER_PORT", "29500")
 
 
-def init_distributed(launcher: str) -> None:
+def init_distributed(launcher: str, device: torch.device | str | None = None) -> None:
     """Join the process group for ``launcher`` (once per process). ``pytorch``: started by torchrun;
-    ``slurm``: started by srun, one task per process."""
+    ``slurm``: started by srun, one task per process. ``device`` (default: CUDA when available): on CUDA each
+    process takes the GPU of its ``LOCAL_RANK``, so a GPU index is refused."""
+    from harness.device import resolve_device
+
     if launcher not in LAUNCHERS:
         raise InputError(None, "--launcher", f"unknown launcher {launcher!r} (choose from {', '.join(LAUNCHERS)})")
     if launcher == "none" or is_initialized():
         return
+    device = resolve_device(device)
+    if device.index is not None:
+        raise InputError(None, "--device", f"{device}: under --launcher every process uses the GPU of its "
+                         "LOCAL_RANK; give --device cuda")
     if launcher == "slurm":
         if "SLURM_PROCID" not in os.environ:
             raise InputError(None, "--launcher", "slurm: SLURM_PROCID is not set (start the command with srun)")
@@ -57,20 +65,24 @@ def init_distributed(launcher: str) -> None:
     if missing:
         raise InputError(None, "--launcher", f"{launcher}: {', '.join(missing)} not set "
                          "(start the command with torchrun, e.g. torchrun --nproc-per-node 2 -m harness.cli ...)")
-    if torch.cuda.is_available():
+    on_gpu = device.type == "cuda"
+    if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo")
 
 
 def configure(cfg, launcher: str) -> None:
-    """Set a job config's launcher (the group is already joined, so mmengine only reads it); on CPU, wrap the
-    model for DDP without device ids."""
-    init_distributed(launcher)
+    """Set a job config's launcher (the group is already joined, so mmengine only reads it); on the CPU, wrap
+    the model for DDP without device ids."""
+    from harness.device import job_settings
+
+    device, _ = job_settings(cfg)
+    init_distributed(launcher, device)
     cfg.launcher = launcher
     if launcher == "none":
         return
     # task heads and PTA/decoder branches are unused on some steps: DDP must not wait for their gradients
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         cfg.find_unused_parameters = True
     else:
         cfg.model_wrapper_cfg = dict(type="CPUDistributedDataParallel", find_unused_parameters=True)

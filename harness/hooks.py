@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 
+from harness.device import autocast, device_name, model_device, peak_memory, to_device
 from harness.profiling.efficiency import pair_macs
 from harness.profiling.speed import machine, summarize, time_interleaved
 from harness.registry import HOOKS
@@ -19,8 +20,10 @@ from harness.registry import HOOKS
 class EfficiencyHook(Hook):
     """At the end of testing, measure the model on the task's own first test batch: multiply-adds of one
     pair at the batch's image size and padded text length, parameters, and the median time of the
-    pair forward over the batch. The figures go to ``efficiency.json`` in the run's log directory and to
-    the message hub (``efficiency/*``), where the results store picks them up."""
+    pair forward over the batch, on the model's device in the job's precision (each timing waits for the
+    device; on CUDA the peak memory above the weights too). The figures, with the device, precision, batch
+    and threads that did the timing, go to ``efficiency.json`` in the run's log directory and to the message
+    hub (``efficiency/*``), where the results store picks them up."""
 
     priority = "VERY_LOW"
 
@@ -29,17 +32,28 @@ class EfficiencyHook(Hook):
         self.warmup = warmup
 
     def after_test(self, runner) -> None:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        from harness.tasks.base import job_precision, unwrap
+
+        model = unwrap(runner.model)
         model = getattr(model, "backbone", model)  # a task model measures its VLP backbone
+        device, precision = model_device(model), job_precision(runner)
         batch = next(iter(runner.test_dataloader))
-        images, text_ids, text_mask = batch["images"], batch["text_ids"], batch["text_mask"]
+        images, text_ids, text_mask = to_device((batch["images"], batch["text_ids"], batch["text_mask"]), device)
         if images.dim() == 5:  # one pair per image of a multi-image sample (NLVR2)
             images = images[:, 0]
         was_training = model.training
         model.eval()
-        macs, report = pair_macs(model, text_len=text_ids.shape[1])
-        times = time_interleaved({"pair": lambda: model.encode_pair(images, text_ids, text_mask)},
-                                 repeats=self.repeats, warmup=self.warmup)["pair"]
+        macs, report = pair_macs(model, text_len=text_ids.shape[1])  # fp32 on the model's device: shapes decide
+
+        def pair():
+            with autocast(device, precision):
+                return model.encode_pair(images, text_ids, text_mask)
+
+        times = time_interleaved({"pair": pair}, repeats=self.repeats, warmup=self.warmup, device=device)["pair"]
+        memory = {"peak_mb": None}  # the CPU's is the profiler's business (copa-bench profile)
+        if device.type == "cuda":
+            with torch.inference_mode(), peak_memory(device) as memory:
+                pair()
         model.train(was_training)
         stats = summarize([images.shape[0] / t for t in times])
         record = {
@@ -48,19 +62,24 @@ class EfficiencyHook(Hook):
             **{f"gmacs_{part}": value / 1e9 for part, value in macs.items() if part != "total"},
             "pairs_per_s": stats.median,
             "pairs_per_s_iqr": stats.iqr,
+            "peak_mem_mb": memory["peak_mb"],
             "batch": int(images.shape[0]),
             "image_size": int(images.shape[-1]),
             "text_len": int(text_ids.shape[1]),
+            "device": device_name(device),
+            "precision": precision,
+            "threads": torch.get_num_threads(),
             "unsupported_ops": report.unsupported,
-            "machine": machine(),
+            "machine": machine(device),
         }
         for key, value in record.items():
-            if isinstance(value, int | float):
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
                 runner.message_hub.update_info(f"efficiency/{key}", value)
         with open(os.path.join(runner.log_dir, "efficiency.json"), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
         runner.logger.info(f"efficiency: {record['gmacs']:.3f} GMACs per pair, {record['pairs_per_s']:.1f} pairs/s "
-                           f"at batch {record['batch']} ({torch.get_num_threads()} threads)")
+                           f"at batch {record['batch']} on {record['device']} in {precision} "
+                           f"({record['threads']} threads)")
 
 
 def _random_state() -> dict:

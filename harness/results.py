@@ -217,10 +217,34 @@ def metric_rows(metrics: Mapping[str, float | None], **common: Any) -> list[dict
     return [make_row(metric=name, value=value, **common) for name, value in metrics.items()]
 
 
+# per task phase (``harness.profiling.efficiency.TaskCostRow``): stored as metric "<task>.<phase>.<quantity>"
+TASK_COST_METRICS = ("gmacs", "gmacs_step", "samples_per_s", "achieved_tflops", "speedup_macs", "speedup_time")
+# the pair phase's row also fills the pair table's metrics (main table, gate): name in the store -> row field
+PAIR_METRICS = {"gmacs": "gmacs", "params_m": "params_m", "pairs_per_s": "samples_per_s",
+                "speedup_flops": "speedup_macs", "speedup_time": "speedup_time"}
+
+
+def task_cost_metric(task: str, phase: str, quantity: str) -> str:
+    """The store's metric name of one quantity of a task phase, e.g. ``pretrain.train.speedup_time``."""
+    return f"{task}.{phase}.{quantity}"
+
+
+def _efficiency_metrics(r: Any) -> dict[str, float | None]:
+    if not hasattr(r, "phase"):  # a pair-table row (ProfileRow)
+        return {name: getattr(r, name) for name in EFFICIENCY_METRICS}
+    metrics = {task_cost_metric(r.task, r.phase, q): getattr(r, q) for q in TASK_COST_METRICS}
+    if (r.task, r.phase) == ("pair", "infer"):
+        metrics |= {name: getattr(r, key) for name, key in PAIR_METRICS.items()}
+    return metrics
+
+
 def efficiency_rows(profile_rows: Sequence[Any], *, suite: str, scale: str, seed: int = 0, job_hash: str,
                     data_hash: str = "", size_variants: bool | None = None, wall_s: float = 0.0,
                     prov: Mapping | None = None) -> list[dict]:
-    """Store rows (task "efficiency") from ``harness.profiling.efficiency.ProfileRow``s.
+    """Store rows (task "efficiency") from ``harness.profiling.efficiency.ProfileRow``s (metrics
+    ``EFFICIENCY_METRICS``) or ``TaskCostRow``s (``<task>.<phase>.<quantity>`` for ``TASK_COST_METRICS``; the
+    pair phase also as the pair table's ``gmacs``, ``params_m``, ``pairs_per_s``, ``speedup_flops`` and
+    ``speedup_time``). A speedup that was not measured (no reference row) is an 'n/a' row.
 
     The variant is the image size when the rows span several sizes (or ``size_variants`` is set), else "".
     """
@@ -230,7 +254,7 @@ def efficiency_rows(profile_rows: Sequence[Any], *, suite: str, scale: str, seed
     created = utc_now()
     rows = []
     for r in profile_rows:
-        metrics = {name: getattr(r, name) for name in EFFICIENCY_METRICS}
+        metrics = _efficiency_metrics(r)
         rows += metric_rows(metrics, suite=suite, model=r.model, task=EFFICIENCY_TASK, seed=seed, scale=scale,
                             job_hash=job_hash, data_hash=data_hash, variant=str(r.image_size) if by_size else "",
                             wall_s=wall_s, prov=prov, created=created)

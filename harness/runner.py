@@ -1,9 +1,14 @@
 """Jobs on the mmengine Runner: a task config (configs/tasks/) plus a named model, data and work dir.
 
 The task config is data; this module only fills in what depends on the job: the model's config and its
-image and patch sizes, the dataset root, the tokenizer and its special-token ids, the seed and the
-work directory. The model is built by the Runner from its config, after the Runner has seeded
-everything, so the same seed gives the same weights and the same losses.
+image and patch sizes, the dataset root, the tokenizer and its special-token ids, the seed, the work
+directory, and the device and precision (``device_cfg``; bf16/fp16 training through an autocast optimizer
+wrapper). The model is built by the Runner from its config, after the Runner has seeded everything, so the
+same seed gives the same weights and the same losses.
+
+A job on another device type or in another precision is another measurement: its hash and its default work
+directories say so (``_cuda_bf16``), except for the CPU in fp32, which leaves both as they were before the
+flags existed, so earlier results and checkpoints stay valid.
 """
 
 from __future__ import annotations
@@ -88,8 +93,11 @@ def build_config(
     checkpoint: str | os.PathLike | None = None,
     testing: bool = False,
     vision_init: str | None = "auto",
+    device: str | None = None,
+    precision: str = "fp32",
 ):
-    """The complete mmengine ``Config`` of one job.
+    """The complete mmengine ``Config`` of one job, on ``device`` (default: CUDA when available) in
+    ``precision`` (fp32, bf16 or fp16).
 
     Downstream tasks (configs with ``task_model``) wrap the named model as their backbone: ``checkpoint``
     defaults to the model's pre-training checkpoint for the same scale and seed (fine-tuning starts there);
@@ -99,13 +107,16 @@ def build_config(
     """
     from copa.build import METHODS, SCALES, model_config
     from harness.data.tokenizer import load_tokenizer
+    from harness.device import check_precision, resolve_device
 
     if model not in METHODS:
         raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    device = resolve_device(device)
+    check_precision(precision, device)
     if task == "vision_pretrain":  # one ViT initialisation shared by every model
-        return build_vision_config(scale, data, work_dir, seed, max_iters)
+        return build_vision_config(scale, data, work_dir, seed, max_iters, device, precision)
     cfg = load_task_config(task)
     root = ensure_benchmark(data)
     tokenizer_dir = root / "tokenizer"
@@ -118,7 +129,7 @@ def build_config(
         if vision_init not in (None, "auto"):
             overrides["vision_pretrained"] = str(vision_init)
         elif scale == "tiny":
-            path, vision_job = ensure_vision_init(scale, data, seed)
+            path, vision_job = ensure_vision_init(scale, data, seed, device, precision)
             overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
@@ -133,7 +144,7 @@ def build_config(
             raise InputError(task_config_path(task), "train_dataloader",
                              f"task {task!r} has nothing to train: evaluate a checkpoint with 'copa-bench test'")
         if checkpoint is None:
-            checkpoint = pretrain_checkpoint(model, scale, seed)
+            checkpoint = pretrain_checkpoint(model, scale, seed, device, precision)
         task_model = dict(cfg.task_model, backbone=model_cfg, checkpoint=str(checkpoint), require_head=testing)
         for key, value in (("tokenizer", str(tokenizer_dir)), ("data_root", str(root))):
             if key in task_model and task_model[key] is None:
@@ -148,9 +159,31 @@ def build_config(
     if vision_job is not None:
         cfg.vision_init_job = vision_job  # the encoder file's name says nothing of how it was made; the hash does
     _set_max_iters(cfg, max_iters)
-    cfg.work_dir = str(work_dir or Path("work_dirs") / task / f"{model}_{scale}_seed{seed}")
-    _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume)
+    cfg.work_dir = str(work_dir or default_work_dir(task, model, scale, seed, device, precision))
+    _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume, device, precision)
     return cfg
+
+
+def run_identity(device, precision: str) -> dict:
+    """What of a job's device and precision enters its hash: the device type (not which GPU) and the
+    precision; nothing for the CPU in fp32, so the hashes made before ``--device`` existed stay valid."""
+    kind = str(device).split(":")[0]
+    return {} if (kind, precision) == ("cpu", "fp32") else {"device": kind, "precision": precision}
+
+
+def run_suffix(device, precision: str) -> str:
+    """What default work directories add for a job off the CPU or in reduced precision (``_cuda_bf16``), so
+    that it never overwrites (or is taken for) the CPU fp32 job: ``""`` for the CPU in fp32, ``_cuda`` for CUDA
+    in fp32."""
+    run = run_identity(device, precision)
+    if not run:
+        return ""
+    return f"_{run['device']}" + ("" if precision == "fp32" else f"_{precision}")
+
+
+def default_work_dir(task: str, model: str, scale: str, seed: int, device="cpu", precision: str = "fp32") -> Path:
+    """``work_dirs/TASK/MODEL_SCALE_seedSEED`` (plus :func:`run_suffix`), where ``copa-bench train`` writes."""
+    return Path("work_dirs") / task / f"{model}_{scale}_seed{seed}{run_suffix(device, precision)}"
 
 
 PRETRAINED_VISION = ("vision.patch_embed", "vision.cls_token", "vision.pos_embed", "vision.blocks", "vision.norm")
@@ -190,24 +223,49 @@ def apply_options(cfg, options: list[str] | None) -> None:
         cfg.merge_from_dict({key: DictAction._parse_iterable(raw)}, allow_list_keys=True)
 
 
-def pretrain_checkpoint(model: str, scale: str, seed: int) -> Path:
-    """The last checkpoint of ``copa-bench train --model MODEL --task pretrain`` at this scale and seed."""
-    work_dir = Path("work_dirs") / "pretrain" / f"{model}_{scale}_seed{seed}"
+def pretrain_checkpoint(model: str, scale: str, seed: int, device="cpu", precision: str = "fp32") -> Path:
+    """The last checkpoint of ``copa-bench train --model MODEL --task pretrain`` at this scale and seed (on the
+    same device type and precision)."""
+    work_dir = default_work_dir("pretrain", model, scale, seed, device, precision)
     marker = work_dir / "last_checkpoint"
     if not marker.is_file():
+        flags = "" if not run_suffix(device, precision) else f" --device {device} --precision {precision}"
         raise InputError(marker, None, f"no pre-training checkpoint of {model} ({scale}, seed {seed}): run "
-                         f"'copa-bench train --model {model} --task pretrain --scale {scale} --seed {seed}' first, "
-                         "or give --checkpoint")
+                         f"'copa-bench train --model {model} --task pretrain --scale {scale} --seed {seed}{flags}' "
+                         "first, or give --checkpoint")
     return Path(marker.read_text().strip())
 
 
-def _set_job(cfg, name: str, seed: int, resume: bool) -> None:
+def _set_job(cfg, name: str, seed: int, resume: bool, device, precision: str) -> None:
+    from harness.device import CONFIG_KEY
+
     cfg.default_scope = SCOPE
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.resume = resume
     cfg.launcher = cfg.get("launcher", "none")
     cfg.env_cfg = cfg.get("env_cfg", dict(cudnn_benchmark=False, dist_cfg=dict(backend="gloo")))
     cfg.experiment_name = name
+    cfg[CONFIG_KEY] = dict(device=str(device), precision=precision)
+    _set_training_precision(cfg, device, precision)
+
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _set_training_precision(cfg, device, precision: str) -> None:
+    """Train in ``precision``: mmengine's ``AmpOptimWrapper`` (autocast and a loss scaler) on CUDA; on the
+    CPU, where it refuses to run, :class:`~harness.tasks.base.AutocastOptimWrapper` (bf16 needs no scaler;
+    fp16 is refused on the CPU before this)."""
+    wrapper = cfg.get("optim_wrapper")
+    if precision == "fp32" or not wrapper or not cfg.get("train_cfg"):
+        return
+    if wrapper.get("type", "OptimWrapper") != "OptimWrapper":
+        raise InputError(None, "--precision", f"{precision} training replaces the task's optim_wrapper, but it is "
+                         f"a {wrapper['type']}: train it in fp32")
+    if str(device).startswith("cuda"):
+        wrapper.update(type="AmpOptimWrapper", dtype=AMP_DTYPES[precision])
+    else:
+        wrapper.update(type="AutocastOptimWrapper", device_type="cpu", dtype=AMP_DTYPES[precision])
 
 
 def _set_max_iters(cfg, max_iters: int | None) -> None:
@@ -229,13 +287,17 @@ def _set_max_iters(cfg, max_iters: int | None) -> None:
 
 
 def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = None,
-                        work_dir: str | os.PathLike | None = None, seed: int = 0, max_iters: int | None = None):
+                        work_dir: str | os.PathLike | None = None, seed: int = 0, max_iters: int | None = None,
+                        device: str | None = None, precision: str = "fp32"):
     """The Config of the vision pre-training job (configs/tasks/vision_pretrain.py) at a scale."""
     from copa.build import SCALES
     from harness.data.datasets import load_coco_instances, object_label_classes, object_label_groups
+    from harness.device import check_precision, resolve_device
 
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    device = resolve_device(device)
+    check_precision(precision, device)
     cfg = load_task_config("vision_pretrain")
     root = ensure_benchmark(data)
     vision = dict(SCALES[scale]["vision"])
@@ -249,22 +311,24 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
         cfg[loader].dataset.classes = classes
         _fill_loader(cfg[loader], str(root), "", vision["img_size"], vision["patch_size"])
     _set_max_iters(cfg, max_iters)
-    cfg.work_dir = str(work_dir or vision_init_dir(scale, seed))
-    _set_job(cfg, f"vision_pretrain_{scale}_seed{seed}", seed, False)
+    cfg.work_dir = str(work_dir or vision_init_dir(scale, seed, device, precision))
+    _set_job(cfg, f"vision_pretrain_{scale}_seed{seed}", seed, False, device, precision)
     return cfg
 
 
-def vision_init_dir(scale: str, seed: int) -> Path:
-    return Path("work_dirs") / "vision_pretrain" / f"vit_{scale}_seed{seed}"
+def vision_init_dir(scale: str, seed: int, device="cpu", precision: str = "fp32") -> Path:
+    return Path("work_dirs") / "vision_pretrain" / f"vit_{scale}_seed{seed}{run_suffix(device, precision)}"
 
 
-def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int) -> tuple[Path, str]:
+def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, device: str | None = None,
+                       precision: str = "fp32") -> tuple[Path, str]:
     """The ViT initialisation of the pre-training task: the vision pre-training job's exported encoder and
-    that job's digest. The job runs first when its work dir holds no finished run of this very config, so
-    an encoder made by an older vision config or other data is never taken for the current one."""
+    that job's digest, made on the pre-training's device and in its precision. The job runs first when its
+    work dir holds no finished run of this very config, so an encoder made by an older vision config or other
+    data is never taken for the current one."""
     from harness.tasks.vision_pretrain import ENCODER_FILE
 
-    cfg = build_vision_config(scale, data, seed=seed)
+    cfg = build_vision_config(scale, data, seed=seed, device=device, precision=precision)
     digest = job_digest(cfg)
     path = Path(cfg.work_dir) / ENCODER_FILE
     if not (path.is_file() and finished_job(cfg.work_dir, digest)):
@@ -310,19 +374,59 @@ def quiet_console(logger: logging.Logger) -> logging.Logger:
 
 
 def make_runner(cfg):
-    """An mmengine Runner for ``cfg`` that loads checkpoints safely and keeps the console short."""
+    """An mmengine Runner for ``cfg`` that loads checkpoints safely, keeps the console short, and runs on the
+    job's device in its precision."""
+    import contextlib
+
+    import torch
     from mmengine.runner import Runner
 
     from harness import distributed
     from harness.checkpoint import install_safe_loader
+    from harness.device import job_settings
     from harness.hooks import TrainingRandomStateHook
 
     _register_everything()
     install_safe_loader()
+    device, _ = job_settings(cfg)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # "cuda" (mmengine's default tensors, its memory log) means this GPU too
     if distributed.is_initialized() and cfg.get("launcher", "none") == "none":
         distributed.configure(cfg, "pytorch")  # a process in a group runs every job distributed
 
     class BenchRunner(Runner):
+        @contextlib.contextmanager
+        def _on_job_device(self):
+            """mmengine places the model (and maps a resumed checkpoint) on ``get_device()``, CUDA whenever the
+            machine has it: the job's device instead, so ``--device cpu`` means the CPU on a GPU machine."""
+            import mmengine.runner.runner as base
+
+            saved = base.get_device
+            base.get_device = lambda: str(device)
+            try:
+                yield
+            finally:
+                base.get_device = saved
+
+        def wrap_model(self, model_wrapper_cfg, model):
+            with self._on_job_device():
+                return super().wrap_model(model_wrapper_cfg, model)
+
+        def resume(self, *args, **kwargs) -> None:
+            with self._on_job_device():
+                super().resume(*args, **kwargs)
+
+        def build_val_loop(self, loop):
+            """Loops without a type of their own run in the job's precision (harness.tasks.base)."""
+            if isinstance(loop, dict) and "type" not in loop:
+                loop = dict(loop, type="PrecisionValLoop")
+            return super().build_val_loop(loop)
+
+        def build_test_loop(self, loop):
+            if isinstance(loop, dict) and "type" not in loop:
+                loop = dict(loop, type="PrecisionTestLoop")
+            return super().build_test_loop(loop)
+
         def test(self) -> dict:
             """Initialise the model first, as ``train`` does: task models load their checkpoint there."""
             self._init_model_weights()
@@ -342,10 +446,10 @@ def make_runner(cfg):
             finally:
                 for h, level in zip(streams, levels, strict=True):
                     h.setLevel(level)
-            import torch
-
+            _, precision = job_settings(self.cfg)
             self.logger.info(f"{self.experiment_name}: seed {self.seed}, torch {torch.__version__}, "
-                             f"{torch.get_num_threads()} threads; environment and config in {self.log_dir}")
+                             f"{torch.get_num_threads()} threads, {device} {precision}; environment and config in "
+                             f"{self.log_dir}")
 
     runner = BenchRunner.from_cfg(cfg)
     if cfg.get("train_cfg"):
@@ -359,16 +463,19 @@ _NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cf
 
 
 def job_digest(cfg) -> str:
-    """Identifies a job by what decides its result: the config (not where it runs or under which name) and
-    the data's content hash."""
+    """Identifies a job by what decides its result: the config (not where it runs or under which name), the
+    device type and precision it runs in (:func:`run_identity`) and the data's content hash."""
     from harness.data.benchmark import read_manifest
+    from harness.device import CONFIG_KEY
     from harness.results import job_hash
 
     config = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_JOB}
+    settings = config.pop(CONFIG_KEY, None) or {}
+    run = run_identity(settings.get("device", "cpu"), settings.get("precision", "fp32"))
     roots = {cfg[loader].dataset.get("data_root") for loader in ("train_dataloader", "test_dataloader")
              if cfg.get(loader)}
     data = sorted(read_manifest(r)["content_sha256"] for r in roots if r)
-    return job_hash({"config": config, "data": data})
+    return job_hash({"config": config, "data": data, **({"run": run} if run else {})})
 
 
 def finished_job(work_dir: str | os.PathLike, digest: str) -> dict | None:
@@ -404,7 +511,10 @@ def train(cfg) -> dict[str, float]:
     summary.update({k: float(v.current()) for k, v in scalars.items()
                     if k.startswith("val/") and k not in ("val/time", "val/data_time")})
     if runner.rank == 0:
-        record = dict(job_hash=job_digest(cfg), summary=summary, wall_s=time.perf_counter() - start)
+        from harness.device import CONFIG_KEY
+
+        record = dict(job_hash=job_digest(cfg), summary=summary, wall_s=time.perf_counter() - start,
+                      **dict(cfg.get(CONFIG_KEY) or {}))
         write_atomic(Path(cfg.work_dir) / JOB_FILE, json.dumps(record, indent=2))
     distributed.barrier()  # every process sees the finished job's checkpoint and record
     return summary

@@ -5,6 +5,10 @@ chance level on the suite's own test set is recorded beside them as the model ``
 Per (model, variant, seed) the pre-training job runs once and every downstream task of that model starts
 from its checkpoint. A job whose config hash is already among the suite's rows is skipped, so an interrupted
 suite resumes where it stopped; a task that does not apply to a model is recorded as "n/a" with the reason.
+
+Every job runs on the suite run's ``--device`` in its ``--precision`` (worker processes too); the rows record
+both in ``machine`` (the chance rows, which no model computed, do not), and both enter the job hashes
+(``harness.runner.run_identity``), so a rerun on another device is a new measurement, not a skipped job.
 """
 
 from __future__ import annotations
@@ -134,7 +138,8 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
     cfg = build_config(job.model, task, scale=suite.get("scale", "tiny"), data=suite.get("data"),
                        work_dir=work_dir, seed=job.seed, checkpoint=checkpoint, testing=testing,
                        max_iters=None if testing else suite.get("max_iters", {}).get(job.task),
-                       model_overrides=overrides, vision_init=suite.get("vision_init", "auto"))
+                       model_overrides=overrides, vision_init=suite.get("vision_init", "auto"),
+                       device=suite.get("device"), precision=suite.get("precision", "fp32"))
     apply_options(cfg, suite.get("options", {}).get(job.task))
     if job.task == "pretrain" and "pta_fraction" in job.config:
         cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
@@ -147,9 +152,12 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
 
 def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
               say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None,
-              workers: int | None = None) -> dict[str, int]:
+              workers: int | None = None, device: str | None = None, precision: str = "fp32") -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
     of jobs run, skipped and not applicable.
+
+    Every job runs on ``device`` (default: CUDA when available) in ``precision``; off the CPU or in reduced
+    precision the work dirs go to ``WORK_ROOT/SUITE_cuda_bf16`` (``harness.runner.run_suffix``).
 
     ``workers`` > 1 runs the jobs in that many processes at one torch thread each, a task once its model's
     pre-training is done: tiny models use a second thread poorly, and one thread makes every job
@@ -159,9 +167,12 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     """
     from harness import distributed
     from harness.data.benchmark import read_manifest
+    from harness.device import check_precision, resolve_device
     from harness.results import append_rows, completed_jobs, provenance
-    from harness.runner import ensure_benchmark
+    from harness.runner import ensure_benchmark, run_suffix
 
+    device = resolve_device(device)
+    check_precision(precision, device)
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InputError(None, "--workers", f"must be an integer >= 1, got {workers!r}")
     if workers is not None and workers > 1 and distributed.is_initialized():
@@ -175,11 +186,12 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     if workers is None:
         workers = 1 if distributed.is_initialized() else suite.get("workers", 1)
     root = ensure_benchmark(suite.get("data"))
-    suite.data = str(root)
+    suite.data, suite.device, suite.precision = str(root), str(device), precision
     data_hash = read_manifest(root)["content_sha256"]
     context = _Context(source=name, data=str(root), data_hash=data_hash,
                        done=completed_jobs(results_dir, suite=Path(name).stem),
-                       work_root=Path(work_root) / Path(name).stem, prov=provenance())
+                       work_root=Path(work_root) / f"{Path(name).stem}{run_suffix(device, precision)}",
+                       prov=_with_run(provenance(), device, precision), device=str(device), precision=precision)
     jobs = plan(suite, seeds, variants, models)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
@@ -211,6 +223,8 @@ class _Context:
     done: set[str]  # job hashes already in the store
     work_root: Path
     prov: dict
+    device: str = "cpu"
+    precision: str = "fp32"
 
     @property
     def suite(self) -> str:
@@ -229,8 +243,9 @@ def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
     checkpoint."""
     from harness.results import job_hash, make_row
 
+    prov = _without_run(context.prov) if job.kind == "chance" else context.prov  # no model, no device
     base = dict(suite=context.suite, model=job.model, task=job.task, variant=job.variant, seed=job.seed,
-                scale=suite.get("scale", "tiny"), data_hash=context.data_hash, prov=context.prov)
+                scale=suite.get("scale", "tiny"), data_hash=context.data_hash, prov=prov)
     try:
         rows, skipped = _run_job(suite, job, context.work_root, pretrained, context.data_hash, context.done, base)
     except NotApplicable as e:
@@ -318,6 +333,18 @@ def _with_threads(prov: dict, threads: int) -> dict:
     return {**prov, "machine": {**prov["machine"], "threads": threads}}
 
 
+def _with_run(prov: dict, device, precision: str) -> dict:
+    """The provenance with the device that runs the jobs (the GPU's name, or ``cpu``) and their precision."""
+    from harness.device import device_name
+
+    return {**prov, "machine": {**prov["machine"], "device": device_name(device), "precision": precision}}
+
+
+def _without_run(prov: dict) -> dict:
+    machine = {k: v for k, v in prov["machine"].items() if k not in ("device", "precision")}
+    return {**prov, "machine": machine}
+
+
 def _worker_start(context: _Context) -> None:
     import multiprocessing
 
@@ -325,7 +352,7 @@ def _worker_start(context: _Context) -> None:
 
     global _worker_suite
     _worker_suite = load_suite(context.source)
-    _worker_suite.data = context.data
+    _worker_suite.data, _worker_suite.device, _worker_suite.precision = context.data, context.device, context.precision
     torch.set_num_threads(1)
     # unset the 'spawn' this process was started with, which mmengine's Runner would warn about on every job
     multiprocessing.set_start_method(None, force=True)
@@ -354,7 +381,7 @@ def _metric_rows(base: dict, metrics: dict[str, float], job_hash: str, wall_s: f
 
 def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str, done: set[str],
              base: dict) -> tuple[list[dict], bool]:
-    from harness.runner import finished_job, job_digest, test, train, without_validation
+    from harness.runner import default_work_dir, finished_job, job_digest, test, train, without_validation
 
     key = (job.model, job.variant, job.seed)
     work_dir = work_root / f"{job.model}{'_' + job.variant if job.variant else ''}_seed{job.seed}" / job.task
@@ -366,7 +393,8 @@ def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str,
         cfg = _job_cfg(suite, job, None, False, work_dir)
         digest = job_digest(cfg)
         # the same job run by 'copa-bench train' (its default work dir) counts as done
-        standard = Path("work_dirs") / "pretrain" / f"{job.model}_{suite.get('scale', 'tiny')}_seed{job.seed}"
+        standard = default_work_dir("pretrain", job.model, suite.get("scale", "tiny"), job.seed,
+                                    suite.get("device", "cpu"), suite.get("precision", "fp32"))
         for candidate in (work_dir, standard):
             record = finished_job(candidate, digest)
             if record is not None:
@@ -417,10 +445,14 @@ def _chance(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tupl
 def _efficiency(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:
     """FLOPs and speed of the suite's models in one process (speedups against albef, interleaved rounds)."""
     from harness import distributed
+    from harness.device import check_precision, resolve_device
     from harness.results import job_hash
 
     spec = copy.deepcopy(job.config)
-    digest = job_hash({"efficiency": spec, "data": data_hash})
+    device = resolve_device(spec.get("device", suite.get("device")), flag="efficiency.device")
+    precision = check_precision(spec.get("precision", suite.get("precision", "fp32")), device, "efficiency.precision")
+    hashed = spec if (device.type, precision) == ("cpu", "fp32") else {**spec, "run": f"{device.type}_{precision}"}
+    digest = job_hash({"efficiency": hashed, "data": data_hash})
     if digest in done:
         return [], True
     if distributed.rank() != 0:
@@ -433,21 +465,38 @@ def _efficiency(suite, job: Job, data_hash: str, done: set[str], base: dict) -> 
 
 
 def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tuple[list[dict], bool]:
+    """The efficiency job: the pair table (``profile_models``) by default, or with ``tasks`` in its spec (``copa-bench
+    profile --tasks`` names, e.g. ``["pretrain", "retrieval:infer", "pair"]``) the cost of each task phase
+    (``profile_tasks``). Spec keys: ``scale``, ``models``, ``image_sizes``, ``batch``, ``repeats``, ``threads``,
+    ``tasks``, ``device``, ``precision``, ``compile``, ``retrieval_k``."""
     from copa.build import build_model
-    from harness.profiling.efficiency import profile_models
+    from harness.device import check_precision, device_name, resolve_device
+    from harness.profiling.efficiency import is_pair_only, parse_tasks, profile_models, profile_tasks
     from harness.profiling.speed import pin_threads
     from harness.results import efficiency_rows
 
     scale = spec.get("scale", "tiny")
     names = spec.get("models", list(suite.models))
+    try:
+        specs = parse_tasks(spec.get("tasks", ["pair"]))
+    except ValueError as e:
+        raise InputError(None, "efficiency.tasks", str(e)) from None
+    device = resolve_device(spec.get("device", suite.get("device")), flag="efficiency.device")
+    precision = check_precision(spec.get("precision", suite.get("precision", "fp32")), device, "efficiency.precision")
     start = time.perf_counter()
     threads = pin_threads(spec.get("threads"))
     prov = _with_threads(base["prov"], threads)
+    prov = {**prov, "machine": {**prov["machine"], "device": device_name(device), "precision": precision}}
+    common = dict(batch=spec.get("batch", 4), repeats=spec.get("repeats", 5), device=device, precision=precision,
+                  compile=spec.get("compile", False), retrieval_k=spec.get("retrieval_k", 16))
     profiled = []
     for size in spec.get("image_sizes", [None]):
         models = {n: build_model(n, scale, **({} if size is None else {"image_size": size})) for n in names}
         image_size = size or next(iter(models.values())).vision.patch_embed.img_size[0]
-        profiled += profile_models(models, image_size=image_size, batch=spec.get("batch", 4),
-                                   repeats=spec.get("repeats", 5))
+        if is_pair_only(specs):
+            profiled += profile_models(models, image_size=image_size, **common)
+        else:
+            profiled += profile_tasks(models, image_size, specs, **common)
+        del models
     return efficiency_rows(profiled, suite=base["suite"], scale=scale, job_hash=digest, data_hash=data_hash,
                            wall_s=time.perf_counter() - start, prov=prov), False

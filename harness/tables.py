@@ -55,6 +55,22 @@ EFFICIENCY_LABELS = {
     "speedup_flops": "speedup (MACs)",
     "speedup_time": "speedup (time)",
 }
+# the main table's speedups, each named by the path it measures (one path's saving is not the model's):
+# store metric -> column label
+MAIN_SPEEDUPS = {"pretrain.train.speedup_time": "speedup (pre-train step)",
+                 "speedup_time": "speedup (inference, pair)"}
+SPEEDUP_NOTE = ("Speedups: time ratios to the reference model measured in the same process, interleaved rounds; "
+                "'pre-train step' = forward + backward + AdamW step of the whole pre-training loss (all losses and "
+                "negatives) per pair, 'inference, pair' = encode_pair per image-text pair (task-costs table: the "
+                "other tasks and phases).")
+TASK_COST_LABELS = {
+    "gmacs": "GMACs fwd",
+    "gmacs_step": "GMACs step",
+    "samples_per_s": "samples/s",
+    "achieved_tflops": "TFLOP/s",
+    "speedup_macs": "speedup (MACs)",
+    "speedup_time": "speedup (time)",
+}
 MISSING, NOT_APPLICABLE, PLUS_MINUS = "–", "n/a", "±"
 GMACS_NOTE = ("GMACs = 10^9 multiply-adds (1 MAC = 1 FLOP as fvcore counts, attention included) per image-text "
               "pair: one image and 40 text tokens through the vision, text and fusion encoders.")
@@ -278,11 +294,19 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
                 label = EFFICIENCY_LABELS[metric] + (f" @{size}px" if size else "")
                 columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size)
                 add_paper(EFFICIENCY_TASK, metric, EFFICIENCY_LABELS[metric])
+        speedups = [m for m in MAIN_SPEEDUPS
+                    if ((summary.task == EFFICIENCY_TASK) & (summary.metric == m) & (summary.variant == size)).any()]
+        for metric in speedups:
+            label = MAIN_SPEEDUPS[metric] + (f" @{size}px" if size else "")
+            columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size)
+            add_paper(EFFICIENCY_TASK, metric, MAIN_SPEEDUPS[metric])
     for task, metric in list(paper_keys):
         add_paper(task, metric, EFFICIENCY_LABELS.get(metric, f"{task} {metric}"))
     notes = [_seed_note(summary)]
     if size is not None:
         notes.append(GMACS_NOTE + " pairs/s: median over interleaved timed rounds, machine-dependent.")
+        if speedups:
+            notes.append(SPEEDUP_NOTE)
     notes += _na_notes(default)
     if rows is not None:
         notes.append(_provenance_note(rows))
@@ -292,8 +316,9 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
 
 
 def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> Table | None:
-    """Every efficiency metric per model (and image size, when variants are sizes); None without such rows."""
-    eff = summary[summary.task == EFFICIENCY_TASK]
+    """Every efficiency metric per model (and image size, when variants are sizes); None without such rows (the
+    per-task costs are :func:`task_cost_table`'s)."""
+    eff = summary[(summary.task == EFFICIENCY_TASK) & summary.metric.isin(list(EFFICIENCY_LABELS))]
     if eff.empty:
         return None
     variants = sorted(set(eff.variant), key=_variant_key)
@@ -321,6 +346,56 @@ def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) ->
     if rows is not None:
         notes.append(_provenance_note(rows[rows.task == EFFICIENCY_TASK]))
     return Table("efficiency", "Efficiency", pd.DataFrame(columns), notes)
+
+
+def _task_cost_key(metric: str) -> tuple[str, str, str] | None:
+    """``pretrain.train.speedup_time`` -> (task, phase, quantity); None for other metrics."""
+    bits = metric.split(".")
+    return tuple(bits) if len(bits) == 3 and bits[2] in TASK_COST_LABELS else None
+
+
+def task_cost_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> Table | None:
+    """Cost per (model, task, phase) from ``copa-bench profile --tasks`` rows (metrics ``<task>.<phase>.<quantity>``,
+    see ``harness.results.efficiency_rows``); None without such rows."""
+    eff = summary[summary.task == EFFICIENCY_TASK]
+    keyed = [(r, _task_cost_key(r.metric)) for r in eff.itertuples()]
+    keyed = [(r, key) for r, key in keyed if key is not None]
+    if not keyed:
+        return None
+    variants = sorted({r.variant for r, _ in keyed}, key=_variant_key)
+    phases = list(dict.fromkeys((key[0], key[1]) for _, key in keyed))
+    quantities = [q for q in TASK_COST_LABELS if any(key[2] == q for _, key in keyed)]
+    cells = {(r.model, r.variant, key[0], key[1], key[2]): r for r, key in keyed}
+    decimals = {q: _decimals([r.mean for r, key in keyed if key[2] == q]) for q in quantities}
+    columns: dict[str, list[str]] = {"model": [], "task": [], "phase": []}
+    if variants != [""]:
+        columns["px" if all(v.isdigit() for v in variants if v) else "variant"] = []
+    columns.update({TASK_COST_LABELS[q]: [] for q in quantities})
+    for task, phase in phases:
+        for variant in variants:
+            for model in _model_order(eff.model):
+                if not any((model, variant, task, phase, q) in cells for q in quantities):
+                    continue
+                columns["model"].append(model)
+                columns["task"].append(task)
+                columns["phase"].append(phase)
+                if variants != [""]:
+                    columns["px" if "px" in columns else "variant"].append(variant or "default")
+                for q in quantities:
+                    r = cells.get((model, variant, task, phase, q))
+                    columns[TASK_COST_LABELS[q]].append(
+                        MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
+                        else format_cell(r.mean, r.std, r.n, decimals[q]))
+    notes = [_seed_note(eff),
+             "GMACs per sample of the task phase (1 MAC = 1 multiply-add, fvcore with attention counted, over the "
+             "call the task makes): 'fwd' = the forward; 'step' = one step's estimate, 3 x fwd (forward + backward) "
+             "for train rows, = fwd for infer rows. samples/s: train = forward + backward + AdamW step, infer = "
+             "under inference_mode; TFLOP/s = 2 x step GMACs x samples/s / 1000. Speedups: ratios to the reference "
+             "model measured in the same process, interleaved rounds. Units, k, gallery size and beams: "
+             "'copa-bench profile --tasks' (README, Efficiency profiling)."]
+    if rows is not None:
+        notes.append(_provenance_note(rows[rows.task == EFFICIENCY_TASK]))
+    return Table("task_costs", "Cost per task and phase", pd.DataFrame(columns), notes)
 
 
 def variant_families(variants: Sequence[str]) -> dict[str, list[str]]:
@@ -549,9 +624,9 @@ def tables_from_rows(rows: pd.DataFrame, paper: PaperReference | None = None) ->
     """``build_tables`` over rows already loaded (``write_tables`` also needs them for the keep-ratio plots)."""
     summary = summarize(rows)
     tables = [main_table(summary, rows, paper)]
-    eff = efficiency_table(summary, rows)
-    if eff is not None:
-        tables.append(eff)
+    for table in (efficiency_table(summary, rows), task_cost_table(summary, rows)):
+        if table is not None:
+            tables.append(table)
     tables += ablation_tables(rows)
     return tables, summary
 

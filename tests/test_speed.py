@@ -41,6 +41,35 @@ def test_calls_are_interleaved_after_warmup(monkeypatch):
         time_interleaved({"a": lambda: None}, repeats=0)
 
 
+def test_training_calls_run_outside_inference_mode():
+    import torch
+
+    seen = {}
+    time_interleaved({"train": lambda: seen.setdefault("train", torch.is_inference_mode_enabled())},
+                     repeats=1, warmup=0, inference=False, device="cpu")
+    time_interleaved({"infer": lambda: seen.setdefault("infer", torch.is_inference_mode_enabled())},
+                     repeats=1, warmup=0)
+    assert seen == {"train": False, "infer": True}
+
+
+def test_device_peaks():
+    import torch
+
+    assert speed.peak_tflops("NVIDIA H200", "bf16") == pytest.approx(989.4)
+    assert speed.peak_tflops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756.5)
+    assert speed.peak_tflops("NVIDIA H100 80GB HBM3", "fp16") == pytest.approx(989.4)
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert speed.peak_tflops("NVIDIA H200", "fp32") == pytest.approx(67.0)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls then run on TF32 tensor cores
+        assert speed.peak_tflops("NVIDIA H200", "fp32") == pytest.approx(494.7)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert speed.peak_tflops("cpu", "fp32") is None and speed.peak_tflops("Tesla T4", "fp16") is None
+    assert speed.machine("cpu")["device"] == "cpu"
+
+
 def test_pinned_threads_are_recorded():
     import torch
 

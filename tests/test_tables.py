@@ -82,7 +82,8 @@ def test_cells_are_mean_and_sample_std_over_seeds(store):
     assert _cell(main_table, "copa", "pretrain itm_auc") == "0.812"  # one seed: no std; small numbers keep digits
     assert list(main_table.frame.model) == ["albef", "copa", "vilt"]
     assert list(main_table.frame.columns) == ["model", "pretrain itm_auc", "retrieval r_mean", "caption cider",
-                                              "GMACs", "pairs/s"]
+                                              "GMACs", "pairs/s", "speedup (inference, pair)"]
+    assert _cell(main_table, "copa", "speedup (inference, pair)") == "1.60"
 
 
 def test_na_and_missing_cells(store):
@@ -268,3 +269,21 @@ def test_no_warning_for_a_clean_store(store):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tables.build_tables(store)
+
+
+def test_main_table_names_the_path_of_each_speedup(store):
+    """A pre-training-step speedup sits beside the inference one, each labelled by the path it measures; the
+    per-task costs get their own table."""
+    append_rows(store, [row(model=m, task="efficiency", metric=f"pretrain.train.{q}", value=v)
+                        for m, ratio in (("albef", 1.0), ("copa", 1.25), ("vilt", 0.9))
+                        for q, v in (("speedup_time", ratio), ("gmacs", 1.5 / ratio), ("samples_per_s", 10 * ratio))])
+    built = {t.name: t for t in tables.build_tables(store)[0]}
+    main_table = built["main"]
+    assert list(main_table.frame.columns)[-4:] == ["GMACs", "pairs/s", "speedup (pre-train step)",
+                                                    "speedup (inference, pair)"]
+    assert _cell(main_table, "copa", "speedup (pre-train step)") == "1.25"
+    assert any("pre-train step" in note for note in main_table.notes)
+    costs = built["task_costs"].frame
+    assert list(costs.columns) == ["model", "task", "phase", "GMACs fwd", "samples/s", "speedup (time)"]
+    assert costs.loc[costs.model == "copa", "speedup (time)"].item() == "1.25"
+    assert "efficiency" in built and "GMACs" in built["efficiency"].frame.columns  # the pair table stays

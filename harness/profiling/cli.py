@@ -1,4 +1,10 @@
-"""``copa-bench profile``: the efficiency table of several models at one or more image sizes."""
+"""``copa-bench profile``: the efficiency table of several models at one or more image sizes.
+
+``--tasks pair`` (the default) prints the pair table (GMACs per image-text pair, pairs/s, latency); any other
+``--tasks`` list (``task[:phase][@batch]``, see ``harness.profiling.efficiency``) prints the cost of every task
+phase (training step and inference) per model, with the speedups against ``--reference``. ``--device``,
+``--precision`` and ``--compile`` choose where and how the timed calls run; every row records them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,17 @@ import sys
 import time
 
 from harness.errors import InputError
-from harness.profiling.efficiency import format_table, profile_models, write_csv, write_json
+from harness.profiling.efficiency import (
+    format_table,
+    format_task_table,
+    is_pair_only,
+    parse_tasks,
+    profile_models,
+    profile_tasks,
+    skipped_tasks,
+    write_csv,
+    write_json,
+)
 from harness.profiling.speed import pin_threads
 
 
@@ -40,27 +56,47 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     return names, sizes
 
 
+def _tasks(args: argparse.Namespace):
+    text = getattr(args, "tasks", None) or "pair"
+    try:
+        return parse_tasks(text)
+    except ValueError as e:
+        raise InputError(None, "--tasks", str(e)) from None
+
+
 def run_profile(args: argparse.Namespace) -> int:
     from copa.build import build_model
+    from harness.device import check_precision, resolve_device
 
     names, sizes = _check(args)
+    specs = _tasks(args)
+    device = resolve_device(getattr(args, "device", None) or "auto")
+    precision = check_precision(getattr(args, "precision", None) or "fp32", device)
+    compile_ = bool(getattr(args, "compile", False))
     threads = pin_threads(args.threads)
     start = time.perf_counter()
-    rows = []
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:5.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    pair_only = is_pair_only(specs)
+    rows, skipped = [], []
     for size in sizes:
-        print(f"[{time.perf_counter() - start:5.0f}s] building {len(names)} {args.scale} models at {size}px "
-              f"({threads} threads)", file=sys.stderr, flush=True)
-        models = {name: build_model(name, scale=args.scale, image_size=size) for name in names}
-        rows += profile_models(
-            models, size, batch=args.batch, repeats=args.repeats, reference=args.reference,
-            retrieval_k=args.retrieval_k,
-            progress=lambda msg: print(f"[{time.perf_counter() - start:5.0f}s] {msg}", file=sys.stderr, flush=True),
-        )
+        say(f"building {len(names)} {args.scale} models at {size}px ({device}, {precision}, {threads} threads)")
+        models = {name: build_model(name, scale=args.scale, image_size=size).to(device) for name in names}
+        common = dict(batch=args.batch, repeats=args.repeats, reference=args.reference, retrieval_k=args.retrieval_k,
+                      device=device, precision=precision, compile=compile_, progress=say)
+        if pair_only:
+            rows += profile_models(models, size, **common)
+        else:
+            rows += profile_tasks(models, size, specs, **common)
+            skipped = skipped_tasks(models, specs)
         del models
-    print(format_table(rows))
+    print(format_table(rows) if pair_only else format_task_table(rows, skipped))
     if args.json:
         write_json(rows, args.json)
     if args.csv:
         write_csv(rows, args.csv)
-    print(f"profiled {len(rows)} (model, size) pairs in {time.perf_counter() - start:.0f}s", file=sys.stderr)
+    what = "(model, size) pairs" if pair_only else "(model, task, phase, size) rows"
+    print(f"profiled {len(rows)} {what} in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     return 0

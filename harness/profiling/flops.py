@@ -40,6 +40,8 @@ ATTENTION_HANDLES = {
     "aten::scaled_dot_product_attention": sdpa_flop_jit,
     "aten::_scaled_dot_product_flash_attention_for_cpu": sdpa_flop_jit,
     "aten::_scaled_dot_product_efficient_attention": sdpa_flop_jit,
+    "aten::_scaled_dot_product_flash_attention": sdpa_flop_jit,
+    "aten::_scaled_dot_product_cudnn_attention": sdpa_flop_jit,
 }
 
 

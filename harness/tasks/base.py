@@ -1,17 +1,25 @@
 """What every downstream task shares: a pre-trained VLP model (the backbone) under a task head, loaded from a
-pre-training or fine-tuning checkpoint, and the capabilities that decide whether a task applies to a model."""
+pre-training or fine-tuning checkpoint, the capabilities that decide whether a task applies to a model, and
+the loops and optimizer wrapper that run every job in its precision (``--precision``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.runner import TestLoop, ValLoop
+from mmengine.runner.loops import _update_losses
 
 from copa.registry import MODELS
 from harness.checkpoint import load_checkpoint
+from harness.device import CONFIG_KEY, autocast, full_precision, model_device
 from harness.errors import InputError, NotApplicable
+from harness.registry import LOOPS
 
 
 def capabilities(model_cfg: dict) -> set[str]:
@@ -109,3 +117,68 @@ def check_checkpoint(task_model: dict, path: str | os.PathLike) -> None:
         model = MODELS.build(dict(task_model, checkpoint=None))
     model.require_head = task_model.get("require_head", False)
     model.load_pretrained(path, load=False)
+
+
+# --- precision: evaluation under autocast, training through an autocast optimizer wrapper ----------------------
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (itself otherwise)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def job_precision(runner) -> str:
+    """The precision of the runner's job (``device_cfg`` of its config; fp32 without one)."""
+    return (runner.cfg.get(CONFIG_KEY) or {}).get("precision", "fp32")
+
+
+def evaluation_context(runner) -> contextlib.AbstractContextManager:
+    """Autocast on the model's device in the job's precision (nothing for fp32)."""
+    return autocast(model_device(unwrap(runner.model)), job_precision(runner))
+
+
+@LOOPS.register_module()
+class PrecisionValLoop(ValLoop):
+    """mmengine's ValLoop in the job's precision (its own ``fp16`` flag knows only float16, and its autocast
+    would switch an outer one off); outputs reach the metrics in fp32. copa-bench's Runner uses it for every
+    validation loop without a type of its own."""
+
+    @torch.no_grad()
+    def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
+        self.runner.call_hook("before_val_iter", batch_idx=idx, data_batch=data_batch)
+        with evaluation_context(self.runner):
+            outputs = self.runner.model.val_step(data_batch)  # the data preprocessor moves the batch
+        outputs, self.val_loss = _update_losses(full_precision(outputs), self.val_loss)
+        self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+        self.runner.call_hook("after_val_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
+
+
+@LOOPS.register_module()
+class PrecisionTestLoop(TestLoop):
+    """mmengine's TestLoop in the job's precision (see :class:`PrecisionValLoop`)."""
+
+    @torch.no_grad()
+    def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
+        self.runner.call_hook("before_test_iter", batch_idx=idx, data_batch=data_batch)
+        with evaluation_context(self.runner):
+            outputs = self.runner.model.test_step(data_batch)
+        outputs, self.test_loss = _update_losses(full_precision(outputs), self.test_loss)
+        self.evaluator.process(data_samples=outputs, data_batch=data_batch)
+        self.runner.call_hook("after_test_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
+
+
+@OPTIM_WRAPPERS.register_module()
+class AutocastOptimWrapper(OptimWrapper):
+    """Mixed-precision training without a loss scaler, for bf16 on the CPU: mmengine's ``AmpOptimWrapper``
+    asserts that a GPU is present (copa-bench uses it on CUDA). bf16 keeps fp32's exponent range, so its
+    gradients need no scaling; fp16 (which would) runs on CUDA only."""
+
+    def __init__(self, *args, device_type: str = "cpu", dtype: str = "bfloat16", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_type = device_type
+        self.cast_dtype = getattr(torch, dtype)
+
+    @contextlib.contextmanager
+    def optim_context(self, model: torch.nn.Module) -> Iterator[None]:
+        with super().optim_context(model), torch.autocast(device_type=self.device_type, dtype=self.cast_dtype):
+            yield

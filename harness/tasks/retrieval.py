@@ -5,7 +5,8 @@ whole test gallery in both directions: text-free image embeddings against text e
 similarity; each query's k most similar candidates are then re-scored by ITM, so text-aware reducers
 (COPA, TRIPS) see the query text when they choose patches. In a distributed run every process embeds its
 shard, the embeddings are gathered so each process holds the whole gallery, and the queries (not the
-gallery) are split among processes: the ranks are the same as in one process.
+gallery) are split among processes: the ranks are the same as in one process. Embedding and ITM re-ranking run
+on the model's device in the job's precision; the gathered rows and the ITC similarities stay on the CPU in fp32.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from torch import Tensor
 
 from copa.registry import MODELS
 from harness.data.collate import cached_tokenizer
+from harness.device import model_device, to_device
 from harness.registry import FUNCTIONS, LOOPS
-from harness.tasks.base import TaskModel
+from harness.tasks.base import TaskModel, evaluation_context, unwrap
 
 RERANKED = 2.0  # added to P(match) of re-ranked candidates: they rank above every cosine in [-1, 1]
 
@@ -81,9 +83,9 @@ class RetrievalModel(TaskModel):
     @torch.no_grad()
     def itm_scores(self, gallery: Tensor, image_idx: list[int], text_ids: list[Tensor], pad_id: int) -> Tensor:
         """P(match) of the pairs (gallery[image_idx[i]], text_ids[i]), in batches of ``itm_batch``; the vision
-        work shared by an image's pairs is done once per gallery image."""
+        work shared by an image's pairs is done once per gallery image. Runs on the gallery's device."""
         cache = self.backbone.gallery_cache(gallery)
-        image_idx = torch.as_tensor(image_idx, dtype=torch.long)
+        image_idx = torch.as_tensor(image_idx, dtype=torch.long, device=gallery.device)
         out = []
         for start in range(0, len(text_ids), self.itm_batch):
             chunk = text_ids[start:start + self.itm_batch]
@@ -92,9 +94,10 @@ class RetrievalModel(TaskModel):
             mask = torch.zeros_like(ids)
             for row, t in enumerate(chunk):
                 ids[row, :len(t)], mask[row, :len(t)] = t, 1
+            ids, mask = to_device((ids, mask), gallery.device)  # padded here, moved once per chunk
             logits = self.backbone.itm_logits_cached(cache, image_idx[start:start + self.itm_batch], ids, mask)
-            out.append(logits.softmax(dim=-1)[:, 1])
-        return torch.cat(out) if out else torch.empty(0)
+            out.append(logits.float().softmax(dim=-1)[:, 1])
+        return torch.cat(out) if out else torch.empty(0, device=gallery.device)
 
 
 @LOOPS.register_module()
@@ -105,13 +108,13 @@ class RetrievalTestLoop(TestLoop):
     def run(self) -> dict:
         self.runner.call_hook("before_test")
         self.runner.call_hook("before_test_epoch")
-        model = self.runner.model.module if hasattr(self.runner.model, "module") else self.runner.model
+        model = unwrap(self.runner.model)
         model.eval()
         rows: list[dict] = []
         for idx, data_batch in enumerate(self.dataloader):
             self.runner.call_hook("before_test_iter", batch_idx=idx, data_batch=data_batch)
-            with torch.no_grad():
-                rows += self.runner.model.test_step(data_batch)
+            with torch.no_grad(), evaluation_context(self.runner):
+                rows += to_device(self.runner.model.test_step(data_batch), "cpu")  # gathered below: on the CPU
             self.runner.call_hook("after_test_iter", batch_idx=idx, data_batch=data_batch, outputs=[])
         queries = self._rank(model, [r for part in all_gather_object(rows) for r in part])
         per_rank = max(len(part) for part in all_gather_object(queries))
@@ -128,9 +131,9 @@ class RetrievalTestLoop(TestLoop):
         position = {index: p for p, index in enumerate(order)}
         texts = sorted({(r["image"], r["order"]): r for r in rows if r["kind"] == "text"}.items())
         texts = [r for _, r in texts]
-        image_feat = torch.stack([images[i]["embed"] for i in order])
-        pixels = torch.stack([images[i]["image"] for i in order])
-        text_feat = torch.stack([t["embed"] for t in texts])
+        image_feat = torch.stack([images[i]["embed"] for i in order]).float()
+        pixels = torch.stack([images[i]["image"] for i in order]).to(model_device(model))
+        text_feat = torch.stack([t["embed"] for t in texts]).float()
         text_image = [position[t["image"]] for t in texts]
         sim = image_feat @ text_feat.t()  # (images, texts)
         k_img, k_txt = min(model.k, len(order)), min(model.k, len(texts))
@@ -158,7 +161,8 @@ class RetrievalTestLoop(TestLoop):
             else:
                 pair_images += [q["index"]] * len(top)
                 pair_texts += [texts[j]["ids"] for j in top]
-        itm = model.itm_scores(pixels, pair_images, pair_texts, pad_id)
+        with evaluation_context(self.runner):
+            itm = model.itm_scores(pixels, pair_images, pair_texts, pad_id).cpu()
         start = 0
         for q in queries:
             top = q.pop("top")
