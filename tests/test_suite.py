@@ -132,7 +132,7 @@ def test_workers_leave_the_shared_vit_initialisation_to_this_process(tiny_benchm
     below exists only here, not in a spawned worker."""
     import harness.runner
 
-    def stand_in(scale, data, seed):
+    def stand_in(scale, data, seed, *run):
         raise InputError(None, None, f"made by the main process: {scale} seed {seed}, "
                                      f"{torch.get_num_threads()} thread(s)")
 

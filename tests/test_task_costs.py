@@ -226,6 +226,26 @@ def test_albef_pretraining_forward_matches_analytic(models):
     assert macs == per_sample
 
 
+def test_copa_pretraining_forward_matches_analytic(models):
+    """COPA's recipe: ALBEF's terms, but the ViT runs the shared prefix once and two pruned suffixes (text-aware;
+    text-free, its detectors scoring against the image [CLS] at the same cost), the text [CLS] is projected to
+    vision width once, and ITM negatives reuse the text-aware tokens, so ITM, MLM and PrefixLM see the pruned
+    token count."""
+    model = models["copa"]
+    batch = 4
+    macs, _ = _plan_macs(model, "pretrain", "train", batch=batch)
+    v_dim, _, dim, _ = widths(model)
+    schedule = model.vision.token_schedule()
+    n_visual, embed, vocab = schedule[-1], model.vision_proj.out_features, model.vocab_size
+    vision = vit(model, schedule) + vit(model, schedule, start=model.vision.shared_depth, embed=False)
+    per_sample = (2 * text_encoder(model) + vision + dim * v_dim  # text [CLS] -> vision width
+                  + v_dim * embed + dim * embed + batch * embed
+                  + 3 * (fusion(model, n_visual) + 2 * dim)
+                  + fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * vocab)
+                  + decoder_step(model, TEXT_LEN, n_visual))
+    assert macs == per_sample
+
+
 # -------------------------------------------------------------------------------------- rows, tables, CLI
 
 
