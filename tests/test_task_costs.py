@@ -206,44 +206,37 @@ def test_caption_generation_matches_analytic(models, name):
     assert macs == expected
 
 
-def test_albef_pretraining_forward_matches_analytic(models):
-    """ALBEF's whole pre-training loss at batch B: text encoder twice (the caption, then the masked caption for
-    MLM), one ViT pass (no reducer: text-free and text-aware are one path), ITC (projections, B x B
-    similarities), ITM on B positives and 2B mined negatives, MLM (fusion + head on every token), PrefixLM
-    decoder over the caption. COPA's recipe adds its text-free pass and the negatives' text-aware tokens:
-    extend this with the new recipe's pieces."""
-    model = models["albef"]
-    batch = 4
-    macs, _ = _plan_macs(model, "pretrain", "train", batch=batch)
+def pretraining_step(model, vision: int, batch: int) -> int:
+    """One sample of the pre-training loss at batch B, given its ViT cost: text encoder twice (the caption, then
+    the masked caption for MLM), ITC (projections, one row of B similarities), ITM on the positive and 2 mined
+    negatives (fusion + head), MLM (fusion + head on every token), PrefixLM decoder over the caption; every
+    fusion and the decoder see the ViT's final token count."""
     v_dim, _, dim, _ = widths(model)
-    schedule = model.vision.token_schedule()
-    n_visual, embed, vocab = schedule[-1], model.vision_proj.out_features, model.vocab_size
-    per_sample = (2 * text_encoder(model) + vit(model, schedule)
-                  + v_dim * embed + dim * embed + batch * embed  # ITC: projections, one row of similarities
-                  + 3 * (fusion(model, n_visual) + 2 * dim)  # ITM: positive + 2 negatives, head
-                  + fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * vocab)  # MLM
-                  + decoder_step(model, TEXT_LEN, n_visual))  # PrefixLM
-    assert macs == per_sample
+    n_visual, embed, vocab = model.vision.token_schedule()[-1], model.vision_proj.out_features, model.vocab_size
+    return (2 * text_encoder(model) + vision
+            + v_dim * embed + dim * embed + batch * embed
+            + 3 * (fusion(model, n_visual) + 2 * dim)
+            + fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * vocab)
+            + decoder_step(model, TEXT_LEN, n_visual))
+
+
+def test_albef_pretraining_forward_matches_analytic(models):
+    """ALBEF: one ViT pass (no reducer: text-free and text-aware are one path)."""
+    model = models["albef"]
+    macs, _ = _plan_macs(model, "pretrain", "train", batch=4)
+    assert macs == pretraining_step(model, vit(model, model.vision.token_schedule()), batch=4)
 
 
 def test_copa_pretraining_forward_matches_analytic(models):
-    """COPA's recipe: ALBEF's terms, but the ViT runs the shared prefix once and two pruned suffixes (text-aware;
-    text-free, its detectors scoring against the image [CLS] at the same cost), the text [CLS] is projected to
-    vision width once, and ITM negatives reuse the text-aware tokens, so ITM, MLM and PrefixLM see the pruned
-    token count."""
+    """COPA's recipe: the shared prefix once and two pruned suffixes (text-aware; text-free, its detectors scoring
+    against the image [CLS] at the same cost), the text [CLS] projected to vision width once, and ITM negatives
+    reusing the text-aware tokens, so ITM, MLM and PrefixLM see the pruned token count."""
     model = models["copa"]
-    batch = 4
-    macs, _ = _plan_macs(model, "pretrain", "train", batch=batch)
-    v_dim, _, dim, _ = widths(model)
     schedule = model.vision.token_schedule()
-    n_visual, embed, vocab = schedule[-1], model.vision_proj.out_features, model.vocab_size
     vision = vit(model, schedule) + vit(model, schedule, start=model.vision.shared_depth, embed=False)
-    per_sample = (2 * text_encoder(model) + vision + dim * v_dim  # text [CLS] -> vision width
-                  + v_dim * embed + dim * embed + batch * embed
-                  + 3 * (fusion(model, n_visual) + 2 * dim)
-                  + fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * vocab)
-                  + decoder_step(model, TEXT_LEN, n_visual))
-    assert macs == per_sample
+    bridge = model.text_to_vision.in_features * model.text_to_vision.out_features
+    macs, _ = _plan_macs(model, "pretrain", "train", batch=4)
+    assert macs == pretraining_step(model, vision + bridge, batch=4)
 
 
 # -------------------------------------------------------------------------------------- rows, tables, CLI
