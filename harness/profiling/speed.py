@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.device import synchronize
+
 
 @dataclass(frozen=True)
 class TimingStats:
@@ -37,13 +39,6 @@ def summarize(times: list[float] | np.ndarray) -> TimingStats:
         raise ValueError("no timings to summarize")
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return TimingStats(float(median), float(q1), float(q3), float(values.min()), float(values.max()), int(values.size))
-
-
-def synchronize(device: torch.device | str | None = None) -> None:
-    """Wait for the device's queued work (:func:`harness.device.synchronize`; every CUDA device when None)."""
-    from harness.device import synchronize as device_synchronize
-
-    device_synchronize(device)
 
 
 def time_interleaved(
