@@ -21,6 +21,8 @@ from transformers.models.bert.modeling_bert import (
     BertPredictionHeadTransform,
 )
 
+from .objectives import token_cross_entropy
+
 
 def bert_config(
     vocab_size: int = 30522,
@@ -127,12 +129,13 @@ class MLMHead(nn.Module):
 
 
 class PrefixLMDecoder(nn.Module):
-    """Causal BERT decoder (``BertLMHeadModel``) that cross-attends to the visual tokens.
+    """BERT decoder (``BertLMHeadModel``) that cross-attends to the visual tokens.
 
-    PrefixLM here treats the image as the prefix: the visual tokens are the context, and the whole caption
-    is predicted left to right, token ``t+1`` from tokens ``<= t`` (the leading [CLS] acts as BOS). This is
-    the same setting as captioning, where no text is given, so the decoder is fed the *text-free* visual
-    tokens (see ``VLPModel``).
+    PrefixLM (SimVLM's objective, which COPA pre-trains with): the caption is split after a random number of
+    words; the prefix (with the leading [CLS]) is read bidirectionally, and the rest is predicted left to right
+    from the prefix, the visual tokens and the tokens before it. A prefix of length 0 is captioning, which is
+    how the decoder is used at test time (no text is given), so it is fed the *text-free* visual tokens (see
+    ``VLPModel``).
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -141,18 +144,26 @@ class PrefixLMDecoder(nn.Module):
             derived_config(config, config.num_hidden_layers, is_decoder=True, add_cross_attention=True)
         )
 
-    def forward(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor) -> Tensor:
-        """Next-token logits ``(B, L, V)``. The causal and padding mask is built here, on the device: given a 2D
-        mask, transformers reads it on the host (``mask.all()``) to decide whether it can use ``is_causal``."""
+    def forward(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor, prefix_len: Tensor | None = None) -> Tensor:
+        """Next-token logits ``(B, L, V)``. ``prefix_len`` ``(B,)``: words after [CLS] that every position may
+        attend to (the prefix); ``None``: none, a causal decoder. The mask is built here, on the device: given
+        a 2D mask, transformers reads it on the host (``mask.all()``) to decide whether it can use ``is_causal``."""
         length = text_ids.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=text_ids.device).tril()
-        mask = causal[None, None] & text_mask[:, None, None, :].bool()
+        pos = torch.arange(length, device=text_ids.device)
+        allowed = (pos[None, :] <= pos[:, None])[None]
+        if prefix_len is not None:
+            allowed = allowed | (pos[None, None, :] <= prefix_len[:, None, None])
+        mask = allowed[:, None] & text_mask[:, None, None, :].bool()
         return self.model(input_ids=text_ids, attention_mask=mask, encoder_hidden_states=visual, use_cache=False).logits
 
-    def loss(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor) -> Tensor:
-        logits = self(text_ids, text_mask, visual)[:, :-1]
+    def loss(self, text_ids: Tensor, text_mask: Tensor, visual: Tensor, prefix_len: Tensor | None = None) -> Tensor:
+        """Cross-entropy of every token after the prefix (all after [CLS] when ``prefix_len`` is ``None``)."""
+        logits = self(text_ids, text_mask, visual, prefix_len)[:, :-1]
         labels = text_ids[:, 1:].masked_fill(text_mask[:, 1:] == 0, -100)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        if prefix_len is not None:
+            target = torch.arange(1, text_ids.shape[1], device=text_ids.device)
+            labels = labels.masked_fill(target[None, :] <= prefix_len[:, None], -100)
+        return token_cross_entropy(logits, labels)
 
     @torch.no_grad()
     def generate(self, visual: Tensor, bos_token_id: int, eos_token_id: int, max_length: int = 30) -> Tensor:

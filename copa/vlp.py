@@ -5,12 +5,16 @@ COPA and the dual-stream baselines are this one class with a different ``vision.
 (see ``copa.build``). Which image tokens feed which objective:
 
 * ITC and PrefixLM use the *text-free* path: the image embedding must not depend on the caption (retrieval
-  shortlists with it; captioning has no text). A text-aware reducer there scores patches against the image's
-  own [CLS] (``vision.text_free='image_query'``, the default), so that path is pruned as much as the
-  text-aware one; with ``'unreduced'`` it is skipped and the path runs the whole ViT. Reducers that ignore
-  text (EViT, random, ToMe) reduce the same way on both paths, which are then one pass.
-* ITM, MLM and PTA use the *text-aware* path, conditioned on the text [CLS] of the unmasked caption
-  (MLM reuses those tokens: the masked words can influence only which patches are kept).
+  shortlists with it; captioning has no text; the caption PrefixLM continues must not choose the patches).
+  A text-aware reducer there scores patches against the image's own [CLS] (``vision.text_free=
+  'image_query'``, the default), so that path is pruned as much as the text-aware one; with ``'unreduced'``
+  it is skipped and the path runs the whole ViT. Reducers that ignore text (EViT, random, ToMe) reduce the
+  same way on both paths, which are then one pass.
+* ITM, MLM and PTA use the *text-aware* path. What queries it (``mlm_query``): ``'masked'`` (default) the
+  text [CLS] of the MLM-masked caption, one pass shared by the three, so the masked words cannot choose the
+  patches MLM sees; ``'separate'``: ITM and PTA query with the unmasked caption and MLM gets its own
+  text-aware suffix from the masked one (one more pruned suffix per pair); ``'unmasked'``: all three use
+  the unmasked caption's pass (the recipe before: the masked words leak into which patches are kept).
 * The blocks before the first text-aware reduction point are shared by both paths.
 * ITM negatives (``itm_negatives``): ``'reuse'`` (default) pairs each negative with the visual tokens its
   image got from its own caption, as ALBEF's code pairs a negative with ``image_embeds[neg_idx]``;
@@ -58,6 +62,8 @@ from .vision import VisionOutput, VisionTransformer, load_timm_checkpoint
 
 LOSSES = ('itc', 'itm', 'mlm', 'lm', 'pta')
 ITM_NEGATIVES = ('reuse', 'rerun')
+MLM_QUERIES = ('masked', 'separate', 'unmasked')
+LM_PREFIXES = ('random', 'none')
 
 
 @MODELS.register_module()
@@ -82,6 +88,9 @@ class VLPModel(BaseModel):
         itm_negatives: ``'reuse'`` the text-aware visual tokens each negative image got with its own caption,
             or ``'rerun'`` its text-aware ViT suffix with the negative's text (only differs for text-aware
             reducers; see the module docstring).
+        mlm_query: which caption queries the text-aware pass that MLM sees (see the module docstring).
+        lm_prefix: ``'random'``: PrefixLM continues each caption after a uniformly drawn number of its words
+            (0 to all but one); ``'none'``: it predicts the whole caption (image-only captioning).
         vision_pretrained: timm checkpoint file for the vision encoder.
         text_pretrained: local Hugging Face BERT directory for the text encoder (its config wins over
             ``text`` and ``vocab_size``).
@@ -106,6 +115,8 @@ class VLPModel(BaseModel):
         temperature: float = 0.07,
         itm_hardness: float = 1.0,
         itm_negatives: str = 'reuse',
+        mlm_query: str = 'masked',
+        lm_prefix: str = 'random',
         dropout: float = 0.1,
         vision_pretrained: str | None = None,
         text_pretrained: str | None = None,
@@ -123,6 +134,12 @@ class VLPModel(BaseModel):
         if itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f'itm_negatives must be one of {ITM_NEGATIVES}, got {itm_negatives!r}')
         self.itm_negatives = itm_negatives
+        if mlm_query not in MLM_QUERIES:
+            raise ValueError(f'mlm_query must be one of {MLM_QUERIES}, got {mlm_query!r}')
+        self.mlm_query = mlm_query
+        if lm_prefix not in LM_PREFIXES:
+            raise ValueError(f'lm_prefix must be one of {LM_PREFIXES}, got {lm_prefix!r}')
+        self.lm_prefix = lm_prefix
 
         self.vision = VisionTransformer(**vision)
         if vision_pretrained is not None:
@@ -345,9 +362,11 @@ class VLPModel(BaseModel):
         image_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         text_hidden = self.encode_text(text_ids, text_mask)
+        masked = self._masked_caption(text_ids, text_mask) if 'mlm' in self.losses else None
+        query = masked[0] if masked is not None and self.mlm_query == 'masked' else text_hidden
         prefix, qkv = self.vision.forward_prefix(images)
         need_free = bool({'itc', 'itm', 'lm'} & set(self.losses))
-        free, aware = self._both_paths(prefix, qkv, text_hidden, need_free)
+        free, aware = self._both_paths(prefix, qkv, query, need_free)
         positives = positive_pairs(images.shape[0], image_ids, images.device)
         losses: dict[str, Tensor] = {}
 
@@ -364,10 +383,16 @@ class VLPModel(BaseModel):
                 losses['loss_itc'] = loss
         if 'itm' in self.losses:
             losses['loss_itm'] = self._itm(prefix, qkv, aware.tokens, text_hidden, text_mask, sim, positives)
-        if 'mlm' in self.losses:
-            losses['loss_mlm'] = self._mlm(text_ids, text_mask, aware.tokens)
+        if masked is not None:
+            masked_hidden, labels = masked
+            tokens = aware.tokens
+            if self.vision.text_aware and self.mlm_query == 'separate':
+                tokens = self.vision.forward_suffix(prefix, self.text_context(masked_hidden), qkv).tokens
+            fused = self.fuse(masked_hidden, text_mask, tokens)
+            losses['loss_mlm'] = token_cross_entropy(self.mlm_head(fused), labels)
         if 'lm' in self.losses and self.decoder is not None:
-            losses['loss_lm'] = self.decoder.loss(text_ids, text_mask, self.vision_to_text(free.tokens))
+            losses['loss_lm'] = self.decoder.loss(text_ids, text_mask, self.vision_to_text(free.tokens),
+                                                  self._lm_prefix_len(text_mask))
         if 'pta' in self.losses:
             losses['loss_pta'] = self._pta(aware, patch_labels, pta_mask)
         return {name: self.loss_weights[name[5:]] * value for name, value in losses.items()}
@@ -416,13 +441,20 @@ class VLPModel(BaseModel):
         neg_cls = self.fuse(neg_hidden, neg_mask, neg_tokens)[:, 0]
         return itm_loss(self.itm_head(torch.cat([pos_cls, neg_cls])), batch)
 
-    def _mlm(self, text_ids: Tensor, text_mask: Tensor, image_tokens: Tensor) -> Tensor:
+    def _masked_caption(self, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The MLM-masked caption's text encoder states and the MLM labels."""
         ids = self.token_ids
         inputs, labels = mask_tokens(
             text_ids, text_mask, self.vocab_size, ids['mask'], (ids['pad'], ids['cls'], ids['sep']), self.mlm_prob
         )
-        fused = self.fuse(self.encode_text(inputs, text_mask), text_mask, image_tokens)
-        return token_cross_entropy(self.mlm_head(fused), labels)
+        return self.encode_text(inputs, text_mask), labels
+
+    def _lm_prefix_len(self, text_mask: Tensor) -> Tensor | None:
+        """PrefixLM's prefix per caption: 0 to all but one of its words ([CLS] and [SEP] excluded)."""
+        if self.lm_prefix == 'none':
+            return None
+        words = (text_mask.sum(dim=1) - 2).clamp_min(1)
+        return (torch.rand(words.shape, device=words.device) * words).long()
 
     def _pta(self, aware: VisionOutput, patch_labels: Tensor | None, pta_mask: Tensor | None) -> Tensor:
         """PTA at every reduction point: each scored token takes the label of its original patch; a fused
