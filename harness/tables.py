@@ -308,11 +308,22 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
         if speedups:
             notes.append(SPEEDUP_NOTE)
     notes += _na_notes(default)
+    notes += _caption_tokenizer_note(default)
     if rows is not None:
         notes.append(_provenance_note(rows))
     if paper:
         notes.append(f"(paper) columns: {paper.citation}")
     return Table("main", "Main comparison (headline metric per task)", pd.DataFrame(columns), notes)
+
+
+def _caption_tokenizer_note(summary: pd.DataFrame) -> list[str]:
+    """CIDEr is comparable with published figures only when coco-caption's Java PTB tokenizer ran
+    (``cider_java_ptb`` = 1, see harness/metrics/caption.py)."""
+    python = summary[(summary.task == "caption") & (summary.metric == "cider_java_ptb") & (summary["mean"] < 1)]
+    if python.empty:
+        return []
+    return [f"caption: CIDEr of {', '.join(sorted(set(python.model)))} not comparable with published values "
+            "(captions tokenised by the Python stand-in for coco-caption's Java PTBTokenizer)."]
 
 
 def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> Table | None:

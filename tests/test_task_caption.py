@@ -11,6 +11,7 @@ import torch
 from copa.build import model_config
 from copa.text import PrefixLMDecoder, bert_config
 from harness.errors import NotApplicable
+from harness.metrics.caption import java_ptb_available
 from harness.tasks.caption import CaptionModel, caption_collate, detokenize, join_wordpieces
 
 BOS, EOS = 2, 3
@@ -189,3 +190,92 @@ def test_finetune_then_test_on_the_runner(tiny_benchmark, pretrained_checkpoint,
         metrics = test(cfg)
         assert {"bleu4", "cider"} <= set(metrics)
         assert 0.0 <= metrics["bleu4"] <= 100.0 and metrics["cider"] >= 0.0
+
+
+# ------------------------------------------------------------------------------ tokenizer of the caption metric
+
+CAPTION_ROWS = [
+    {"image_id": 1, "caption": "A man (in red) rides a horse!!",
+     "references": ["A man in red rides a horse.", "A man [riding] a brown horse", "Mr. Smith on his horse"]},
+    {"image_id": 2, "caption": "Two dogs play with a ball in the U.S.",
+     "references": ["Two dogs playing with a ball.", "A pair of dogs can't catch a ball", "dogs, 1,000 of them"]},
+]
+needs_java = pytest.mark.skipif(not java_ptb_available(),
+                                reason="no java on PATH (or no Stanford CoreNLP jar in pycocoevalcap)")
+
+
+@needs_java
+def test_java_tokenizer_is_pycocoevalcaps():
+    """ptb_tokenize gives exactly what pycocoevalcap's PTBTokenizer class gives (which writes its temporary file
+    into the installed package: skipped where that directory is read-only)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from harness.metrics.caption import ptb_tokenize
+
+    captions = [c for row in CAPTION_ROWS for c in (row["caption"], *row["references"])]
+    captions += ["", "  ...  ", "café “quoted” {braces}", "It's 10:30 -- wow?!", "", "Dr. No's $5 hat (50%)", ""]
+    try:
+        theirs = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
+    except OSError as e:
+        pytest.skip(f"pycocoevalcap's PTBTokenizer cannot write next to its jar: {e}")
+    ours = ptb_tokenize(captions)
+    assert ours == [theirs[i][0] for i in range(len(captions))]
+    # where the Python stand-in differs: brackets, "!!", abbreviations
+    assert ours[0] == "a man -lrb- in red -rrb- rides a horse !!" and ours[3] == "mr. smith on his horse"
+
+
+@needs_java
+def test_java_tokenizer_keeps_one_line_per_caption():
+    from harness.metrics.caption import ptb_tokenize
+
+    # each of these is a line break to Java: pycocoevalcap (which replaces only "\n") would shift later captions
+    assert ptb_tokenize(["a\rb", "c\u2028d", "e\x0bf", "g\x0ch", "i\r\nj", "last"]) == \
+        ["a b", "c d", "e f", "g h", "i j", "last"]
+    assert ptb_tokenize([]) == [] and ptb_tokenize([""]) == [""]
+
+
+@needs_java
+def test_caption_metric_uses_java_when_present_and_says_so():
+    from harness.metrics import CaptionMetric, caption
+
+    java = CaptionMetric().compute_metrics(CAPTION_ROWS)
+    assert java["cider_java_ptb"] == 1.0 and caption.last_tokenizer == "java"
+    assert CaptionMetric(tokenizer="java").compute_metrics(CAPTION_ROWS) == java
+    python = CaptionMetric(tokenizer="python").compute_metrics(CAPTION_ROWS)
+    assert python["cider_java_ptb"] == 0.0 and caption.last_tokenizer == "python"
+    assert python["cider"] != pytest.approx(java["cider"])  # "-lrb-", "!!", "mr." count as words in Java's
+
+
+def test_caption_metric_without_java_falls_back_and_warns(monkeypatch, caplog):
+    import logging
+
+    from harness.metrics import CaptionMetric, caption, tokenize_caption
+
+    monkeypatch.setenv("PATH", "")  # no java to be found
+    with caplog.at_level(logging.WARNING, logger="harness.metrics.caption"):
+        result = CaptionMetric().compute_metrics(CAPTION_ROWS)
+    assert result["cider_java_ptb"] == 0.0 and caption.last_tokenizer == "python"
+    assert "not comparable with published values" in caplog.text and "no java on PATH" in caplog.text
+    assert result == CaptionMetric(tokenizer="python").compute_metrics(CAPTION_ROWS)
+    with pytest.raises(RuntimeError, match="did not run"):
+        CaptionMetric(tokenizer="java").compute_metrics(CAPTION_ROWS)
+    assert tokenize_caption("A man (in red) rides a horse!!") == "a man in red rides a horse"
+
+
+def test_caption_metric_falls_back_when_java_fails(monkeypatch, caplog):
+    import logging
+
+    from harness.metrics import CaptionMetric, caption
+
+    def broken(captions):
+        raise RuntimeError("the Java PTBTokenizer exited with status 1: OutOfMemoryError")
+
+    monkeypatch.setattr(caption, "java_ptb_available", lambda: True)
+    monkeypatch.setattr(caption, "ptb_tokenize", broken)
+    with caplog.at_level(logging.WARNING, logger="harness.metrics.caption"):
+        result = CaptionMetric().compute_metrics(CAPTION_ROWS)
+    assert result["cider_java_ptb"] == 0.0 and "OutOfMemoryError" in caplog.text
+    with pytest.raises(RuntimeError, match="OutOfMemoryError"):
+        CaptionMetric(tokenizer="java").compute_metrics(CAPTION_ROWS)
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        CaptionMetric(tokenizer="nltk")

@@ -54,6 +54,17 @@ def test_soft_scores_by_hand():
     torch.testing.assert_close(target, torch.tensor([2 / 3, 1 / 3, 0.0]))
 
 
+def test_vocabulary_and_targets_use_the_current_official_normalisation():
+    """The labels are normalised as the official vqaEval.py does today (tests/test_metrics.py checks the tables
+    against a copy of it): "-" and "!" are punctuation, ":" is not, contractions get ASCII apostrophes."""
+    records = [_record("T-shirt", ["t shirt"] * 10), _record("t shirt", ["t shirt"] * 10),
+               _record("yes!", ["yes"] * 10), _record("dont", ["don't"] * 10), _record("1:00", ["1:00"] * 10)]
+    assert build_answer_vocab(records, min_count=1) == ["t shirt", "1:00", "don't", "yes"]
+    index = {"t shirt": 0, "don't": 1, "1 00": 2}
+    target = soft_scores(["T-shirt", "t shirt", "tshirt", "dont", "1:00"], index)
+    torch.testing.assert_close(target, torch.tensor([2 / 3, 1 / 3, 0.0]))
+
+
 def _answers_file(tmp_path: Path) -> Path:
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps({"annotations": RECORDS}))
