@@ -1,13 +1,17 @@
-"""Baseline patch reducers. Each plugs into the same ``VisionTransformer`` reduction points as COPA's TPD
-and keeps the same token budget: ``[CLS] + ceil(keep_ratio * N) + 1`` tokens leave every reduction point.
+"""Baseline patch reducers. EViT, TRIPS-style and random plug into the same ``VisionTransformer`` reduction
+points as COPA's TPD and keep the same token budget: ``[CLS] + ceil(keep_ratio * N) + 1`` tokens leave every
+reduction point. ToMe merges inside every block instead, as published, at a matched MAC budget (``copa.build``).
 """
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from copa.reducers import PatchReducer, ReducerOutput, attention_log_probs, split_qkv_heads
+from copa.reducers import PatchReducer, ReducerOutput, attention_log_probs, num_merged, split_qkv_heads
 from copa.registry import MODELS
 
 
@@ -65,22 +69,48 @@ class RandomReducer(PatchReducer):
 
 @MODELS.register_module()
 class ToMeReducer(PatchReducer):
-    """ToMe bipartite soft matching, run to the same budget as the keep-and-fuse reducers.
+    """ToMe (Bolya et al., ICLR 2023, "Token Merging: Your ViT but Faster"), as its official code runs it
+    (facebookresearch/ToMe ``tome/merge.py``, ``tome/patch/timm.py``).
 
-    Budget: from N non-[CLS] tokens the others leave ``K + 1`` (K kept plus one fused), so ToMe merges
-    ``r = N - K - 1`` tokens away and also leaves ``1 + K + 1`` tokens. One bipartite round can merge at
-    most half the tokens, so a reduction point runs as many rounds as that takes (two for keep ratios
-    under one half). Similarity is the cosine of the preceding block's keys averaged over heads (ToMe's
-    metric). Merging is a size-weighted average within a reduction point; proportional attention is not
-    used, since timm's ``Block`` has no hook for it.
+    A merging reducer (``in_block``): the encoder calls it inside every block listed in its reduction layers (ToMe:
+    all of them), after the attention and before the MLP (``ToMeBlock.forward``). It merges ``r`` tokens away
+    (capped at half of the non-[CLS] tokens: :func:`copa.reducers.num_merged`) by bipartite soft matching on the
+    cosine similarity of this block's attention keys averaged over heads (``ToMeAttention`` returns
+    ``k.mean(1)``); tokens alternate into sets A and B, [CLS] is protected, each A token's best B match is an edge
+    and the ``r`` best edges merge (``bipartite_soft_matching``). Merged tokens are size-weighted means and sizes
+    add up (``merge_wavg``); the encoder carries the sizes through the whole forward and, with ``prop_attn``, adds
+    ``log(size)`` to the attention logits of every later block (proportional attention).
 
-    ``kept`` lists, for every output token, the original index of its representative (the destination
-    token it merged into); output tokens keep ascending representative order. ``scores`` is the negated
-    best-match similarity of each token in the first round (distinctive tokens score high); the budget is
-    set by the matching, not by these scores.
+    Args:
+        r: tokens merged per block (constant, ToMe's ``model.r = r``). Named models derive it from ``keep_ratio``
+            so that the model's MACs per pair match the keep-and-fuse reducers' at that ratio (``copa.build``).
+        keep_ratio: the keep ratio ``r`` was matched to; recorded only (it does not change ``r``).
+        prop_attn: proportional attention. Default ``True``, the default of the official timm patch
+            (``apply_patch(..., prop_attn=True)``), which our timm blocks mirror; the official MAE patch defaults to
+            ``False`` for off-the-shelf MAE weights.
+
+    Outputs: tokens in the official order (unmerged A tokens by position, [CLS] first, then all B tokens).
+    ``kept``: for each output token after [CLS], the index of the entering token it continues (itself, or the
+    B token others merged into); the encoder maps these to original patches (``kept_patch_ids``,
+    ``token_patch_ids``: each token's representative). ``scores``: negated best-match similarity in the bipartite
+    graph (A tokens: to their best B token, which orders ToMe's merges; B tokens: to their best A token), so the
+    distinctive tokens score high; computed from the matching's own similarity matrix, at no extra cost. Only A
+    tokens are ever merged away, so at one merge ``kept`` is not the top of ``scores``.
+    ``sizes``: ``(B, T)`` patches per output token, [CLS] counting 1.
     """
 
     needs_qkv = True
+    in_block = True
+
+    def __init__(self, r: int, keep_ratio: float = 1.0, prop_attn: bool = True) -> None:
+        super().__init__(keep_ratio)
+        if r < 0:
+            raise ValueError(f'r must be >= 0, got {r}')
+        self.r = int(r)
+        self.prop_attn = prop_attn
+
+    def num_merged(self, num_tokens: int) -> int:
+        return num_merged(num_tokens, self.r)
 
     def forward(
         self,
@@ -88,61 +118,66 @@ class ToMeReducer(PatchReducer):
         text: Tensor | None = None,
         qkv: Tensor | None = None,
         block: nn.Module | None = None,
+        sizes: Tensor | None = None,
     ) -> ReducerOutput:
-        batch, n_tokens, dim = tokens.shape
-        num = n_tokens - 1
-        keep = self.num_kept(num)
-        ids = torch.arange(num, device=tokens.device).expand(batch, num)
+        """Merge ``tokens`` (B, 1+N, D), the block's residual stream after its attention; ``qkv`` is that
+        attention's projection output and ``sizes`` (B, 1+N) the current token sizes (``None``: all 1)."""
+        batch, n_tokens, _ = tokens.shape
+        r = self.num_merged(n_tokens)
+        if r == 0:
+            ids = torch.arange(n_tokens - 1, device=tokens.device).expand(batch, -1)
+            return ReducerOutput(tokens, ids, tokens.new_zeros(batch, n_tokens - 1), sizes)
         _, k, _ = split_qkv_heads(qkv, block)
-        metric = nn.functional.normalize(k.mean(dim=1)[:, 1:], dim=-1)
-        scores = -_best_match(metric)
-        if keep >= num:
-            return ReducerOutput(tokens, ids, scores)
-        x, size = tokens[:, 1:], torch.ones(batch, num, 1, device=tokens.device, dtype=tokens.dtype)
-        to_merge = num - keep - 1
-        while to_merge > 0:
-            r = min(to_merge, x.shape[1] // 2)
-            x, size, metric, ids = _bipartite_merge(x, size, metric, ids, r)
-            to_merge -= r
-        order = ids.argsort(dim=1)
-        ids = ids.gather(1, order)
-        x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
-        return ReducerOutput(torch.cat([tokens[:, :1], x], dim=1), ids, scores)
+        merge, kept, scores = bipartite_soft_matching(k.mean(dim=1), r)
+        x, size = merge_wavg(merge, tokens, None if sizes is None else sizes.unsqueeze(-1))
+        return ReducerOutput(x, kept, scores, size.squeeze(-1))
 
 
-def _best_match(metric: Tensor) -> Tensor:
-    """Each token's highest cosine similarity to another token, ``(B, N)``."""
-    sim = metric @ metric.transpose(1, 2)
-    sim.diagonal(dim1=1, dim2=2).fill_(-2.0)
-    return sim.max(dim=-1).values
+def bipartite_soft_matching(metric: Tensor, r: int) -> tuple[Callable[[Tensor], Tensor], Tensor, Tensor]:
+    """ToMe's bipartite soft matching with a protected [CLS] (official ``tome/merge.py``,
+    ``bipartite_soft_matching(metric, r, class_token=True)``, the same operations in the same order).
+
+    ``metric``: ``(B, T, C)``, [CLS] first; ``0 < r <= (T - 1) // 2``. Returns ``merge`` (``(B, T, c)`` ->
+    ``(B, T - r, c)``, summing each merged A token into its B destination), ``kept`` ``(B, T - r - 1)``: the
+    non-[CLS] index of the entering token behind each output token after [CLS], and ``scores`` ``(B, T - 1)``: each
+    non-[CLS] token's negated best similarity to the other set.
+    """
+    with torch.no_grad():
+        metric = metric / metric.norm(dim=-1, keepdim=True)
+        a, b = metric[..., ::2, :], metric[..., 1::2, :]
+        sim = a @ b.transpose(-1, -2)
+        sim[..., 0, :] = -math.inf  # [CLS] (the first A token) is never merged
+        node_max, node_idx = sim.max(dim=-1)
+        edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+        unm_idx = edge_idx[..., r:, :]  # unmerged A tokens
+        src_idx = edge_idx[..., :r, :]  # merged A tokens
+        dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+        unm_idx = unm_idx.sort(dim=1)[0]  # ascending, so [CLS] stays first
+
+        batch, n_a, n_b = sim.shape
+        # token t sits at non-[CLS] index t - 1: A token j (t = 2j) at 2j - 1, B token j (t = 2j + 1) at 2j
+        kept = torch.cat([2 * unm_idx[:, 1:, 0] - 1, 2 * torch.arange(n_b, device=metric.device).expand(batch, -1)],
+                         dim=1)
+        scores = metric.new_empty(batch, n_a - 1 + n_b)
+        scores[:, 1::2] = -node_max[:, 1:]
+        scores[:, 0::2] = -sim[:, 1:].max(dim=1).values
+
+    def merge(x: Tensor) -> Tensor:
+        src, dst = x[..., ::2, :], x[..., 1::2, :]
+        n, t1, c = src.shape
+        unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
+        src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
+        dst = dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src, reduce='sum')
+        return torch.cat([unm, dst], dim=1)
+
+    return merge, kept, scores
 
 
-def _bipartite_merge(
-    x: Tensor, size: Tensor, metric: Tensor, ids: Tensor, r: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One ToMe round: alternate tokens into sets A and B, merge the ``r`` A-tokens most similar to their
-    best B-token into it (size-weighted mean). Returns the reduced tokens, sizes, metric and ids."""
-    dim, mdim = x.shape[-1], metric.shape[-1]
-    a, b = metric[:, ::2], metric[:, 1::2]
-    best, dst = (a @ b.transpose(1, 2)).max(dim=-1)
-    edge = best.argsort(dim=-1, descending=True)
-    src_idx, unm_idx = edge[:, :r], edge[:, r:]
-    dst_idx = dst.gather(1, src_idx)
-
-    def split(t: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor]:
-        t_a, t_b = t[:, ::2], t[:, 1::2]
-        unm = t_a.gather(1, unm_idx.unsqueeze(-1).expand(-1, -1, width))
-        src = t_a.gather(1, src_idx.unsqueeze(-1).expand(-1, -1, width))
-        return unm, src, t_b
-
-    def merge(t: Tensor, width: int) -> Tensor:
-        unm, src, t_b = split(t * size, width)
-        t_b = t_b.scatter_add(1, dst_idx.unsqueeze(-1).expand(-1, -1, width), src)
-        return torch.cat([unm, t_b], dim=1)
-
-    new_size = merge(torch.ones_like(size), 1)
-    x = merge(x, dim) / new_size
-    metric = nn.functional.normalize(merge(metric, mdim), dim=-1)
-    unm_ids, _, b_ids = split(ids.unsqueeze(-1), 1)
-    ids = torch.cat([unm_ids, b_ids], dim=1).squeeze(-1)
-    return x, new_size, metric, ids
+def merge_wavg(merge: Callable[[Tensor], Tensor], x: Tensor, size: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Size-weighted average merge (official ``tome/merge.py`` ``merge_wavg``): ``x`` ``(B, T, C)``, ``size``
+    ``(B, T, 1)`` (``None``: all 1). Returns the merged tokens and their sizes."""
+    if size is None:
+        size = torch.ones_like(x[..., 0, None])
+    x = merge(x * size)
+    size = merge(size)
+    return x / size, size

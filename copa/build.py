@@ -88,13 +88,23 @@ METHODS: dict[str, dict[str, Any]] = {
                  losses=DUAL_STREAM_LOSSES),
     'random': dict(reducer=dict(type='RandomReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
                    losses=DUAL_STREAM_LOSSES),
-    'tome': dict(reducer=dict(type='ToMeReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
-                 losses=DUAL_STREAM_LOSSES),
+    'tome': dict(reducer=dict(type='ToMeReducer', prop_attn=True),
+                 reduction_layers={scale: tuple(range(s['vision']['depth'])) for scale, s in SCALES.items()},
+                 budget_layers=_REDUCED, keep_ratio=0.5, losses=DUAL_STREAM_LOSSES),
     'vilt': dict(type='SingleStreamVLP', losses=('itm', 'mlm')),
 }
 """Reducer baselines share COPA's budget (same points, same keep ratio), so they differ from COPA only in
 how patches are scored and in PTA. TRIPS's published schedule is ``reduction_layers=(5, 10),
-keep_ratio=0.7`` at base scale (pass them as overrides)."""
+keep_ratio=0.7`` at base scale (pass them as overrides).
+
+ToMe runs as published instead: it merges ``r`` tokens inside *every* block (``reduction_layers``: all of them),
+with sizes carried through the forward and proportional attention (``prop_attn``, the official timm patch's
+default). ``keep_ratio`` stays its knob: ``model_config`` turns it into the constant ``r`` whose MACs per pair
+(224 px base / 64 px tiny, 40 text tokens) come closest to the keep-and-fuse reducers' at that ratio before
+``budget_layers`` (COPA's points; ``copa.macs.tome_budget_r``). At keep 0.5: r = 20 at base, 10.88 GMACs per pair
+against COPA's 11.08 and EViT's 11.03 (197 tokens fall to 4 after 12 blocks, r capped at half in the last ones);
+r = 10 at tiny, 80.7 against 81.7 and 81.2 MMACs. An explicit ``reducer=dict(type='ToMeReducer', r=...)`` wins
+(ToMe's published operating points, e.g. r = 16 for ViT-B/16)."""
 
 
 def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, Any]:
@@ -102,7 +112,8 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
 
     ``overrides`` are top-level ``VLPModel`` arguments (``vocab_size``, ``losses``, ``pad_token_id`` ...) or
     method knobs: ``reducer``, ``reduction_layers``, ``keep_ratio``, ``text_free`` (see
-    :class:`~copa.vision.VisionTransformer`) and ``image_size`` (ViT input size; position embeddings follow).
+    :class:`~copa.vision.VisionTransformer`), ``budget_layers`` (ToMe: the keep-and-fuse points whose MACs its
+    ``r`` matches) and ``image_size`` (ViT input size; position embeddings follow).
     ``vision``/``text`` dicts are merged key by key.
     """
     if name not in METHODS:
@@ -123,8 +134,15 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     layers = layers[scale] if isinstance(layers, dict) else layers
     keep_ratio = overrides.pop('keep_ratio', method.pop('keep_ratio', 1.0))
     text_free = overrides.pop('text_free', method.pop('text_free', None))
+    budget_layers = overrides.pop('budget_layers', method.pop('budget_layers', None))
+    budget_layers = budget_layers[scale] if isinstance(budget_layers, dict) else budget_layers
     if reducer is not None:
         vision['reducer'] = dict(reducer, keep_ratio=keep_ratio)
+        if budget_layers is not None and reducer.get('type') == 'ToMeReducer' and 'r' not in reducer:
+            from .macs import tome_budget_r  # keep_ratio -> r at the same MACs per pair
+
+            budget_cfg = dict(vision=vision, text=cfg['text'], fusion_layers=cfg['fusion_layers'])
+            vision['reducer']['r'] = tome_budget_r(budget_cfg, keep_ratio, budget_layers, layers)
         vision['reduction_layers'] = tuple(layers)
         if text_free is not None:
             vision['text_free'] = text_free

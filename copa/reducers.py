@@ -11,6 +11,12 @@ again into the new fused token. So after every reduction point the sequence hold
 
 When nothing would be dropped (``K >= N``, e.g. ``keep_ratio=1``) the reducer is the identity: there is no
 fused token, and the model is exactly the unreduced one.
+
+A *merging* reducer (``in_block = True``: ToMe, ``baselines.reducers.ToMeReducer``) works differently, as its
+authors' code does: it runs *inside* ViT block ``i``, between the attention and the MLP, on block ``i``'s own keys,
+merges ``num_merged(n)`` tokens away (size-weighted means) and returns the new *sizes* (how many patches each
+token stands for), which the encoder carries through the rest of the forward (and, with ``prop_attn``, adds as
+``log(size)`` to every later block's attention logits).
 """
 from __future__ import annotations
 
@@ -27,6 +33,12 @@ def num_kept(num_tokens: int, keep_ratio: float) -> int:
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f'keep_ratio must be in (0, 1], got {keep_ratio}')
     return min(num_tokens, math.ceil(keep_ratio * num_tokens - 1e-9))
+
+
+def num_merged(num_tokens: int, r: int) -> int:
+    """Tokens a ToMe merge removes from ``num_tokens`` tokens ([CLS] included, never merged): ``r``, capped at half
+    of the others as bipartite matching requires (official ``tome/merge.py``: ``r = min(r, (t - protected) // 2)``)."""
+    return max(0, min(r, (num_tokens - 1) // 2))
 
 
 def keep_topk_and_fuse(tokens: Tensor, scores: Tensor, keep: int) -> tuple[Tensor, Tensor]:
@@ -67,13 +79,17 @@ class ReducerOutput:
     tokens: ``(B, 1 + K + 1, D)``, or the input unchanged when nothing is dropped.
     kept: ``(B, K)`` indices into the N non-[CLS] tokens that entered, one per output token after [CLS]
         except the fused token (the last one, present when the output is longer than ``1 + K``).
-        A merging reducer (ToMe) lists the representative of every output token and adds no fused token.
+        A merging reducer (ToMe) lists, for every output token after [CLS], the entering token it continues
+        (itself if unmerged, the destination of a merge otherwise) and adds no fused token.
     scores: ``(B, N)`` per-token score logits (higher = keep). For COPA they are the TPD logits trained by PTA.
+    sizes: ``(B, 1 + K)`` for a merging reducer: how many patches of the original grid each output token stands
+        for ([CLS] counts 1); ``None`` for keep-and-fuse reducers, which do not track sizes.
     """
 
     tokens: Tensor
     kept: Tensor
     scores: Tensor
+    sizes: Tensor | None = None
 
 
 class PatchReducer(nn.Module):
@@ -84,10 +100,18 @@ class PatchReducer(nn.Module):
       image's own [CLS] instead (the encoder's ``text_free='image_query'``), or the encoder skips it.
       ``needs_qkv``: wants the ``qkv`` projection output of the ViT block preceding the reduction point
       (captured during that block's forward, so attention-based scores cost no extra projection).
+      ``in_block``: a merging reducer (see the module docstring). It runs inside block ``i`` between attention and
+      MLP with block ``i``'s own ``qkv``, is called with ``sizes`` (``None`` before the first merge) and returns
+      them; it defines ``num_merged(n_tokens)`` so the encoder's token schedule stays static. Its reduction
+      layers may include block 0.
+      ``prop_attn``: with a merging reducer, every block after the first merge adds ``log(size)`` of each key
+      token to its attention logits (ToMe's proportional attention).
     """
 
     text_aware: bool = False
     needs_qkv: bool = False
+    in_block: bool = False
+    prop_attn: bool = False
 
     def __init__(self, keep_ratio: float) -> None:
         super().__init__()

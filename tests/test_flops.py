@@ -40,6 +40,24 @@ def token_counts(patches: int, depth: int, points: tuple[int, ...], keep: float)
     return counts
 
 
+TOME_R = {"tiny": 10, "base": 20}  # ToMe's r at keep 0.5 (copa.build: the r at COPA's MACs per pair)
+HEAD_DIM = {"tiny": 32, "base": 64}
+
+
+def tome_vision(s: dict, r: int, head_dim: int) -> tuple[int, int]:
+    """ToMe: r tokens merged inside every block, between attention (and its LayerNorm) and MLP (and its), capped at
+    half the non-[CLS] tokens; each merge costs its bipartite similarity, ceil(T/2) x floor(T/2) x head width.
+    Returns (vision MACs without the patch embedding, tokens out)."""
+    dim, mlp, tokens, total = s["dim"], s["mlp"], (s["image"] // s["patch"]) ** 2 + 1, 0
+    for _ in range(s["depth"]):
+        merged = min(r, (tokens - 1) // 2)
+        total += 4 * tokens * dim * dim + 2 * tokens * tokens * dim + 5 * tokens * dim
+        total += ((tokens + 1) // 2) * (tokens // 2) * head_dim if merged else 0
+        tokens -= merged
+        total += 2 * tokens * dim * mlp + 5 * tokens * dim
+    return total + 5 * tokens * dim, tokens
+
+
 def analytic(name: str, scale: str, keep: float = 0.5) -> dict[str, int]:
     s = SIZES[scale]
     dim, mlp = s["dim"], s["mlp"]
@@ -49,9 +67,13 @@ def analytic(name: str, scale: str, keep: float = 0.5) -> dict[str, int]:
         counts = [TEXT_LEN + patches + 1] * s["depth"]
         total = patch_embed + sum(layer(t, dim, mlp) for t in counts) + 5 * counts[-1] * dim + 5 * TEXT_LEN * dim
         return {"total": total, "vision": total}
-    points = s["points"] if name in REDUCERS else ()
+    points = s["points"] if name in REDUCERS and name != "tome" else ()
     counts = token_counts(patches, s["depth"], points, keep)
     vision = patch_embed + sum(layer(t, dim, mlp) for t in counts) + 5 * counts[-1] * dim
+    visual = counts[-1]
+    if name == "tome":
+        merged, visual = tome_vision(s, TOME_R[scale], HEAD_DIM[scale])
+        vision = patch_embed + merged
     if name == "copa":  # each detector: LN of patches and text, two projections to D/4, one logit per patch
         hidden = dim // 4
         for p in points:
@@ -65,7 +87,6 @@ def analytic(name: str, scale: str, keep: float = 0.5) -> dict[str, int]:
     else:
         vision_text_bridge = 0
     text = s["text_layers"] * layer(TEXT_LEN, dim, mlp) + 5 * TEXT_LEN * dim
-    visual = counts[-1]
     cross = 2 * TEXT_LEN * dim * dim + 2 * visual * dim * dim + 2 * TEXT_LEN * visual * dim + 5 * TEXT_LEN * dim
     fusion = s["fusion_layers"] * (layer(TEXT_LEN, dim, mlp) + cross)
     total = vision + vision_text_bridge + text + fusion

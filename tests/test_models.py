@@ -79,8 +79,13 @@ def test_tensor_mode_shapes_and_token_budget(models, name):
         assert out['token_counts'] == [] and out['patch_scores'] is None
         assert out['image_tokens'].shape == (BATCH, 65, 128)
         return
-    keep_ratio, n_in = model.vision.keep_ratio, 64
     assert out['patch_scores'].shape == (BATCH, 64)
+    if name == 'tome':  # r = 10 tokens merged inside every block, capped at half (tests/test_tome.py)
+        assert out['token_counts'] == [m for _, m in model.vision.block_schedule()] == [55, 45, 35, 25, 15, 8]
+        assert [s.shape[1] for s in out['scores']] == [64, 54, 44, 34, 24, 14]
+        assert out['image_tokens'].shape == (BATCH, 8, 128)
+        return
+    keep_ratio, n_in = model.vision.keep_ratio, 64
     assert len(out['token_counts']) == len(model.vision.reduction_layers) == 3
     for count, kept, scores in zip(out['token_counts'], out['kept'], out['scores'], strict=True):
         assert count == math.ceil(keep_ratio * n_in) + 2
@@ -157,9 +162,9 @@ def _block_lengths(model: nn.Module, monkeypatch) -> dict[int, list[int]]:
     calls: dict[int, list[int]] = {}
     run_block = VisionTransformer._run_block
 
-    def recording(self, index, x, text_free):
+    def recording(self, index, x, text_free, **kwargs):
         calls.setdefault(index, []).append(x.shape[1])
-        return run_block(self, index, x, text_free)
+        return run_block(self, index, x, text_free, **kwargs)
 
     monkeypatch.setattr(VisionTransformer, '_run_block', recording)
     model.train()(**make_batch(), mode='loss')
