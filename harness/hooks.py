@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 
@@ -128,3 +129,122 @@ class TrainingRandomStateHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if getattr(runner, "_resume", False) and "random_state" in checkpoint:
             self._state = checkpoint["random_state"]
+
+
+WARMUP_SCHEDULES = ("cosine", "linear")
+EVIT_SHRINK_BEGIN = 10 / 300
+"""EViT's published recipe (youweiliang/evit ``run_code.sh``: ``--epochs 300 --shrink_start_epoch 10
+--shrink_epochs 100``) as fractions of training: the keep rate stays at 1 for the first 10 of 300 epochs ..."""
+EVIT_SHRINK_LENGTH = 100 / 300
+"""... then falls to the target over the next 100 (``helpers.adjust_keep_rate``: a half cosine, per iteration)."""
+
+
+def warmup_keep_ratio(it: int, target: float, begin: int, length: int, start: float = 1.0,
+                      schedule: str = "cosine") -> float:
+    """The keep ratio at training iteration ``it`` (0-based): ``start`` before iteration ``begin``, the target
+    from ``begin + length`` on, and in between ``target + (start - target) * (cos(pi * t) + 1) / 2`` with
+    ``t = (it - begin) / length`` (EViT's ``adjust_keep_rate``) or the straight line for ``'linear'``."""
+    if schedule not in WARMUP_SCHEDULES:
+        raise ValueError(f"schedule must be one of {WARMUP_SCHEDULES}, got {schedule!r}")
+    if it < begin:
+        return start
+    if it >= begin + length:
+        return target
+    t = (it - begin) / length
+    weight = (math.cos(math.pi * t) + 1) / 2 if schedule == "cosine" else 1 - t
+    return target + (start - target) * weight
+
+
+def patch_reducers(model: torch.nn.Module) -> list:
+    """Every :class:`~copa.reducers.PatchReducer` in ``model`` (wrappers and task models included), once each."""
+    from copa.reducers import PatchReducer
+
+    seen, found = set(), []
+    for module in model.modules():
+        if isinstance(module, PatchReducer) and id(module) not in seen:
+            seen.add(id(module))
+            found.append(module)
+    return found
+
+
+@HOOKS.register_module()
+class KeepRateWarmupHook(Hook):
+    """Keep-rate warm-up (EViT's "gradual shrinking of inattentive tokens") for any model with patch reducers.
+
+    Before every training iteration each selected reducer's ``keep_ratio`` is set from the fraction of training
+    done: ``start`` (1.0: nothing pruned) until ``begin``, then a cosine (or linear) fall to the reducer's own
+    configured ratio (its *target*) over ``length``, the target after that. Validation and testing always run at
+    the target (restored in ``before_val``/``before_test`` and at the end of training), and so do checkpoints'
+    consumers: ``keep_ratio`` is a plain attribute, never saved, so a model built from its config is at the target.
+
+    ``begin`` and ``length`` are fractions of the run's ``max_iters`` (default: EViT's published 10/300 and
+    100/300 of its epochs), or iteration counts when ``begin_iters``/``length_iters`` are given. A resumed run
+    picks up the schedule from ``runner.iter``. ``reducers`` selects by class name which reducers warm up
+    (default: EViT's ``CLSAttentionReducer`` only) or ``'all'``; a model with none selected, or with no
+    reducers at all (ALBEF, ViLT), is left alone. The ratio in use is logged as ``train/keep_ratio``.
+    """
+
+    priority = "HIGH"  # set the ratios before the other hooks' before_train_iter (and any forward) run
+
+    def __init__(self, start: float = 1.0, begin: float = EVIT_SHRINK_BEGIN, length: float = EVIT_SHRINK_LENGTH,
+                 begin_iters: int | None = None, length_iters: int | None = None, schedule: str = "cosine",
+                 reducers: str | list[str] | tuple[str, ...] = ("CLSAttentionReducer",)) -> None:
+        if schedule not in WARMUP_SCHEDULES:
+            raise ValueError(f"schedule must be one of {WARMUP_SCHEDULES}, got {schedule!r}")
+        if not 0.0 < start <= 1.0:
+            raise ValueError(f"start must be in (0, 1], got {start}")
+        if not (0.0 <= begin and 0.0 <= length and begin + length <= 1.0):
+            raise ValueError(f"begin and length are fractions of training: need 0 <= begin, length and "
+                             f"begin + length <= 1, got {begin}, {length}")
+        for name, value in (("begin_iters", begin_iters), ("length_iters", length_iters)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if reducers != "all" and (isinstance(reducers, str) or not all(isinstance(r, str) for r in reducers)):
+            raise ValueError(f"reducers must be 'all' or a list of reducer class names, got {reducers!r}")
+        self.start, self.begin, self.length, self.schedule = start, begin, length, schedule
+        self.begin_iters, self.length_iters = begin_iters, length_iters
+        self.reducers = reducers if reducers == "all" else tuple(reducers)
+        self._targets: list[tuple] = []  # (reducer, its configured keep ratio)
+        self._span = (0, 0)
+
+    def _select(self, model) -> list:
+        return [r for r in patch_reducers(model) if self.reducers == "all" or type(r).__name__ in self.reducers]
+
+    def span(self, max_iters: int) -> tuple[int, int]:
+        """``(begin, length)`` in iterations for a run of ``max_iters``."""
+        begin = self.begin_iters if self.begin_iters is not None else round(self.begin * max_iters)
+        length = self.length_iters if self.length_iters is not None else round(self.length * max_iters)
+        return begin, length
+
+    def ratio(self, it: int, target: float) -> float:
+        return warmup_keep_ratio(it, target, *self._span, start=max(self.start, target), schedule=self.schedule)
+
+    def before_train(self, runner) -> None:
+        if not self._targets:  # a second train() in one process keeps the first one's targets
+            self._targets = [(r, r.keep_ratio) for r in self._select(runner.model)]
+        self._span = self.span(runner.max_iters)
+        if self._targets:
+            begin, length = self._span
+            runner.logger.info(f"keep-rate warm-up: {len(self._targets)} reducers from {self.start} to their "
+                               f"targets ({sorted({t for _, t in self._targets})}), {self.schedule} over iterations "
+                               f"[{begin}, {begin + length}) of {runner.max_iters}")
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        for reducer, target in self._targets:
+            reducer.keep_ratio = self.ratio(runner.iter, target)
+        if self._targets:
+            runner.message_hub.update_scalar("train/keep_ratio", self._targets[0][0].keep_ratio)
+
+    def restore(self) -> None:
+        """Every warmed-up reducer back at its target."""
+        for reducer, target in self._targets:
+            reducer.keep_ratio = target
+
+    def before_val(self, runner) -> None:
+        self.restore()
+
+    def before_test(self, runner) -> None:
+        self.restore()
+
+    def after_train(self, runner) -> None:
+        self.restore()

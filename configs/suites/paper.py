@@ -2,7 +2,8 @@
 test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the same budgets) and its
 ablations: PTA off, the share of pre-training images whose boxes PTA sees, where the TPDs sit, and the
 pre-training recipe before the shared pruned passes (``separate_passes``: an unpruned text-free ViT pass and a
-text-aware suffix per ITM negative; copa.build.SEPARATE_PASSES).
+text-aware suffix per ITM negative; copa.build.SEPARATE_PASSES), what MLM's patches are chosen from, PrefixLM
+without a text prefix, and TRIPS and EViT at their published schedules.
 
 Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),
 and which models and tasks they apply to. The default variant ("") is the main comparison.
@@ -25,6 +26,16 @@ variants = {
     "pta100": dict(pta_fraction=1.0, models=["copa"], tasks=_ablation_tasks),
     "tpd1": dict(model=dict(reduction_layers=(1, 2, 3)), models=["copa"], tasks=_ablation_tasks),
     "tpd3": dict(model=dict(reduction_layers=(3, 4, 5)), models=["copa"], tasks=_ablation_tasks),
+    # each method at its own published schedule (docs/experiments/operating_points.md), beside the equal budget
+    "published_trips": dict(model=dict(reduction_layers=dict(tiny=(3, 5), base=(5, 10)), keep_ratio=0.7),
+                            models=["trips"], tasks=_ablation_tasks),
+    "published_evit": dict(model=dict(reduction_layers=dict(tiny=(2, 3, 5), base=(3, 6, 9)), keep_ratio=0.7),
+                           models=["evit"], tasks=_ablation_tasks),
+    # what MLM's text-aware patches are chosen from (copa.vlp): its own pruned pass, or the unmasked caption (the
+    # recipe before, where the masked words chose the patches); PrefixLM without a text prefix (captioning)
+    "mlm_separate": dict(model=dict(mlm_query="separate"), models=["copa", "trips"], tasks=_ablation_tasks),
+    "mlm_unmasked": dict(model=dict(mlm_query="unmasked"), models=["copa", "trips"], tasks=_ablation_tasks),
+    "lm_captioning": dict(model=dict(lm_prefix="none"), models=["copa"], tasks=_ablation_tasks),
     "separate_passes": dict(model=dict(text_free="unreduced", itm_negatives="rerun"), models=["copa", "trips"],
                             tasks=_ablation_tasks),
 }

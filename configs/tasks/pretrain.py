@@ -81,4 +81,14 @@ test_dataloader = dict(
 )
 test_evaluator = val_evaluator
 test_cfg = dict()
-custom_hooks = [dict(type="EfficiencyHook", repeats=5)]
+# Keep-rate warm-up (harness.hooks.KeepRateWarmupHook): EViT's published recipe (youweiliang/evit run_code.sh:
+# keep rate 1 for epochs 0-9 of 300, then a half cosine to the target over epochs 10-109) as fractions of this
+# run's iterations; validation and testing stay at the target. It applies to the reducers it names: EViT's
+# ([CLS] attention) by default, as its authors train it. No warm-up is recorded for COPA, TRIPS (shared/
+# REFERENCES.md), ToMe or random, so they prune at their target from the first step. ``reducers="all"`` warms
+# every reducer up and ``reducers=[]`` turns it off (docs/experiments/operating_points.md).
+custom_hooks = [
+    dict(type="EfficiencyHook", repeats=5),
+    dict(type="KeepRateWarmupHook", start=1.0, begin=10 / 300, length=100 / 300, schedule="cosine",
+         reducers=["CLSAttentionReducer"]),
+]
