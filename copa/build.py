@@ -91,7 +91,8 @@ METHODS: dict[str, dict[str, Any]] = {
     'tome': dict(reducer=dict(type='ToMeReducer', prop_attn=True),
                  reduction_layers={scale: tuple(range(s['vision']['depth'])) for scale, s in SCALES.items()},
                  budget_layers=_REDUCED, keep_ratio=0.5, losses=DUAL_STREAM_LOSSES),
-    'vilt': dict(type='SingleStreamVLP', losses=('itm', 'mlm')),
+    # ViLT as published: ViT-B/32 at base scale (ViLT-B/32); the tiny ViT keeps the scale's patch 8
+    'vilt': dict(type='SingleStreamVLP', losses=('itm', 'mlm'), vision=dict(base=dict(patch_size=32))),
 }
 """Reducer baselines share COPA's budget (same points, same keep ratio), so they differ from COPA only in
 how patches are scored and in PTA. TRIPS's published schedule is ``reduction_layers=(5, 10),
@@ -114,7 +115,8 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     method knobs: ``reducer``, ``reduction_layers``, ``keep_ratio``, ``text_free`` (see
     :class:`~copa.vision.VisionTransformer`), ``budget_layers`` (ToMe: the keep-and-fuse points whose MACs its
     ``r`` matches) and ``image_size`` (ViT input size; position embeddings follow).
-    ``vision``/``text`` dicts are merged key by key.
+    ``vision``/``text`` dicts are merged key by key, over a method's own vision settings per scale (ViLT's
+    patch 32 at base).
     """
     if name not in METHODS:
         raise KeyError(f'unknown model {name!r}; choose from {sorted(METHODS)}')
@@ -123,7 +125,7 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     method = copy.deepcopy(METHODS[name])
     cfg = copy.deepcopy(SCALES[scale])
     overrides = dict(overrides)
-    vision = cfg.pop('vision') | overrides.pop('vision', {})
+    vision = cfg.pop('vision') | method.pop('vision', {}).get(scale, {}) | overrides.pop('vision', {})
     cfg['text'] = cfg['text'] | overrides.pop('text', {})
     if 'image_size' in overrides:
         vision['img_size'] = overrides.pop('image_size')

@@ -61,8 +61,9 @@ def tome_vision(s: dict, r: int, head_dim: int) -> tuple[int, int]:
 def analytic(name: str, scale: str, keep: float = 0.5) -> dict[str, int]:
     s = SIZES[scale]
     dim, mlp = s["dim"], s["mlp"]
-    patches = (s["image"] // s["patch"]) ** 2
-    patch_embed = patches * 3 * s["patch"] ** 2 * dim
+    patch = 32 if name == "vilt" and scale == "base" else s["patch"]  # ViLT-B/32
+    patches = (s["image"] // patch) ** 2
+    patch_embed = patches * 3 * patch ** 2 * dim
     if name == "vilt":
         counts = [TEXT_LEN + patches + 1] * s["depth"]
         total = patch_embed + sum(layer(t, dim, mlp) for t in counts) + 5 * counts[-1] * dim + 5 * TEXT_LEN * dim

@@ -390,3 +390,11 @@ def test_load_minilm_text_encoder():
     assert model.fusion.layer[0].attention.self.query.in_features == 384
     losses = model(**make_batch(), mode='loss')
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_base_vilt_is_vilt_b32():
+    """ViLT-B/32 (Kim et al. 2021): ViT-B with 32 px patches, 49 patches at 224 px; the tiny ViLT keeps patch 8."""
+    vision = _meta('vilt').vision
+    assert vision.patch_embed.patch_size == (32, 32) and vision.num_patches == 49
+    assert _meta('albef').vision.num_patches == 196
+    assert make('vilt').vision.num_patches == 64
