@@ -15,6 +15,8 @@ reaches BLEU-4 17.9 / CIDEr 45.4 on test with 3 beams (greedy: 14.1 / 39.6), whe
 caption given to every image scores 11.3 / 18.8.
 """
 
+_base_ = ["../_base_/default_runtime.py"]
+
 batch_size = 64
 max_iters = 300
 requires = ["decoder"]
@@ -56,11 +58,4 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-6),
 ]
 
-default_hooks = dict(
-    timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50),
-    param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
-    sampler_seed=dict(type="DistSamplerSeedHook"),
-)
-log_processor = dict(by_epoch=False, window_size=50)
+default_hooks = dict(checkpoint=dict(interval=max_iters))

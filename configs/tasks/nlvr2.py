@@ -14,6 +14,8 @@ TRIPS's loss stayed at 0.69 for 500 iterations and ended at 0.65 (test 52.0), at
 50.6-61.2 to 53.4-61.6.
 """
 
+_base_ = ["../_base_/default_runtime.py"]
+
 batch_size = 32
 max_iters = 1000
 pretrained_vision_lr_mult = 0.1
@@ -57,13 +59,6 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=15, end=max_iters, eta_min=1e-6),
 ]
 
-default_hooks = dict(
-    timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50),
-    param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
-    sampler_seed=dict(type="DistSamplerSeedHook"),
-)
-log_processor = dict(by_epoch=False, window_size=50)
+default_hooks = dict(checkpoint=dict(interval=max_iters))
 
 custom_hooks = [dict(type="EfficiencyHook", repeats=3)]

@@ -5,6 +5,8 @@ patch sizes of the model's scale; everything else is here. The tiny schedule (50
 captions, about one epoch of the tiny benchmark) fits in five minutes on 2 CPU cores.
 """
 
+_base_ = ["../_base_/default_runtime.py"]
+
 batch_size = 32
 max_iters = 500
 vision_init = True  # start the ViT from vision pre-training (tiny) or a timm file (--vision-init)
@@ -64,14 +66,7 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=50, end=max_iters, eta_min=1e-5),
 ]
 
-default_hooks = dict(
-    timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50),
-    param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=250, max_keep_ckpts=2, save_last=True),
-    sampler_seed=dict(type="DistSamplerSeedHook"),
-)
-log_processor = dict(by_epoch=False, window_size=50)
+default_hooks = dict(checkpoint=dict(interval=250, max_keep_ckpts=2))
 
 # Testing a pre-trained model is its validation on the test split, with its efficiency recorded beside it.
 test_dataloader = dict(

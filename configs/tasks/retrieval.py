@@ -7,6 +7,8 @@ text-free embedding to shortlist with, so the task does not apply to it (ranking
 the alternative, not run here).
 """
 
+_base_ = ["../_base_/default_runtime.py"]
+
 batch_size = 32
 max_iters = 200
 requires = ["itc"]
@@ -43,12 +45,5 @@ param_scheduler = [
     dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
     dict(type="CosineAnnealingLR", by_epoch=False, begin=20, end=max_iters, eta_min=1e-6),
 ]
-default_hooks = dict(
-    timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50),
-    param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
-    sampler_seed=dict(type="DistSamplerSeedHook"),
-)
-log_processor = dict(by_epoch=False, window_size=50)
+default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [dict(type="EfficiencyHook", repeats=3)]

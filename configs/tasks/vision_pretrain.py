@@ -6,6 +6,8 @@ this writes.
 The runner fills in the data root, the model's vision config, image and patch size, and the class lists.
 """
 
+_base_ = ["../_base_/default_runtime.py"]
+
 batch_size = 64
 max_iters = 1200  # about 26 epochs of the tiny benchmark's 3000 training images; 600 name 71% of the shapes, 1200 79%
 
@@ -39,12 +41,5 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-5),
 ]
 
-default_hooks = dict(
-    timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50),
-    param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1, save_last=True),
-    sampler_seed=dict(type="DistSamplerSeedHook"),
-)
-log_processor = dict(by_epoch=False, window_size=50)
+default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [dict(type="ExportVisionEncoderHook")]
