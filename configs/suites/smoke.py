@@ -22,7 +22,7 @@ eval_limit = dict(pretrain=256, retrieval_zeroshot=100, retrieval=100, patch_det
                   caption=100, grounding=300)
 # batch 64 at one thread: the speed ratios the gate compares are then set by compute, not per-call overhead. At
 # batch 4 copa's measured 1.14x here (0.94x with pruning off, inside the noise) and 0.85x on a faster CI machine;
-# at batch 64, 1.34-1.58x over 16 runs here, 1.02x with pruning off (README, "The smoke suite")
+# at batch 64, 1.34-1.58x over 16 runs here, 1.02x with pruning off (results/README.md, "The smoke suite")
 efficiency = dict(scale="tiny", batch=64, repeats=10, threads=1)
 # two worker processes at one torch thread each: what results/baseline/smoke.json was made with (one thread is
 # bit-reproducible; two threads give other figures), and faster: 516 s against 934 s in one two-thread process

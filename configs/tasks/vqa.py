@@ -6,7 +6,7 @@ offline benchmark writes (the real VQA v2 test-dev/test-std answers are withheld
 ``test_dataloader`` at val, as the field reports val numbers when it does not submit to the server). The
 tiny schedule is 1000 iterations of 64 questions (7 epochs of the 9000): ALBEF's val accuracy was 41.5 after 200
 (below the per-question-type prior, 42.4: the head had not yet learnt the answer types) and 49.6 after 1000; at
-lr 3e-4 instead of 1e-4 it stayed at 41.3 (README, "The downstream suite"). The pre-trained ViT learns at a tenth
+lr 3e-4 instead of 1e-4 it stayed at 41.3 (docs/experiments/history.md). The pre-trained ViT learns at a tenth
 of the rate, as in pre-training (the head at ten times): random's test accuracy was 42.2 at the full rate (the
 prior's 41.5) and 46.6 at a tenth.
 """
