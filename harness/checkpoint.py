@@ -59,10 +59,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
     except pickle.UnpicklingError as e:
         detail = str(e).split("WeightsUnpickler error: ")[-1].split(". ")[0]
         raise InputError(path, None, f"refused to load: {detail} (not on copa-bench's checkpoint allowlist)") from None
-    except (RuntimeError, EOFError) as e:
-        detail = str(e).split(". ")[0].split("\n")[0]
+    except (RuntimeError, EOFError) as e:  # RecursionError included
+        detail = str(e).split(". ")[0].split("\n")[0][:200]
         raise InputError(path, None, f"not a readable checkpoint (truncated, or not written by torch.save: {detail})"
                          ) from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, MemoryError) as e:
+        # an allowed class called with arguments it refuses (OrderedDict(1), np.dtype('bogus')), or a damaged
+        # archive: a bad file either way, never a traceback
+        detail = str(e).split("\n")[0][:200]
+        raise InputError(path, None, f"not a readable checkpoint ({type(e).__name__}: {detail})") from None
 
 
 def install_safe_loader() -> None:

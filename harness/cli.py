@@ -17,9 +17,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _check_out_dir(path: str | None, flag: str, file: bool = False) -> None:
+    """An output directory (or, ``file``, an output file) that can be made: no part of its path is an existing
+    file (or, for a directory, the path itself), checked before anything runs or is written."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path).absolute()
+    if not file and target.exists() and not target.is_dir():
+        raise InputError(path, flag, "exists and is not a directory")
+    if file and target.is_dir():
+        raise InputError(path, flag, "is a directory, expected a file")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(path, flag, f"cannot be created: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(path, flag, f"cannot be created: {parent} is not writable")
+            break
+
+
 def _cmd_data_make(args: argparse.Namespace) -> int:
     from harness.data.benchmark import make_benchmark
+    from harness.runner import check_seed
 
+    check_seed(args.seed)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(None, "--workers", f"must be at least 1, got {args.workers}")
+    _check_out_dir(args.out, "--out")
     start = time.perf_counter()
     digest = make_benchmark(args.out, preset=args.preset, seed=args.seed, pta_fraction=args.pta_fraction,
                             workers=args.workers, force=args.force)
@@ -31,6 +58,10 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from harness.data.check import check_benchmark
 
+    if args.patch_size < 1:
+        raise InputError(None, "--patch-size", f"must be at least 1, got {args.patch_size}")
+    if not 0.0 <= args.min_overlap <= 1.0:
+        raise InputError(None, "--min-overlap", f"must be between 0 and 1, got {args.min_overlap}")
     report = check_benchmark(args.data, splits=args.split, patch_size=args.patch_size, min_overlap=args.min_overlap)
     print(report)
     return 0
@@ -53,8 +84,11 @@ def _join(launcher: str, device=None) -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from harness.runner import apply_options, build_config, train
+    from harness.runner import apply_options, build_config, check_seed, parse_options, train
 
+    check_seed(args.seed)
+    parse_options(args.cfg_options)  # a malformed option fails before any data or vision job is made
+    _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
@@ -73,8 +107,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from harness.runner import apply_options, build_config, test
+    from harness.runner import apply_options, build_config, check_seed, parse_options, test
 
+    check_seed(args.seed)
+    parse_options(args.cfg_options)
+    _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
@@ -97,6 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def names(value: str | None) -> list[str] | None:
         return None if value is None else [v for v in value.split(",")]
 
+    _check_out_dir(args.results, "--results")
+    _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     _join(args.launcher, device)
     counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
@@ -229,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_table(args: argparse.Namespace) -> int:
     from harness.tables import load_paper, parse_plot, render, write_tables
 
+    _check_out_dir(args.out, "--out")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     paper = load_paper(args.paper) if args.paper else None
     plots = [parse_plot(p) for p in args.plot] if args.plot else None
@@ -250,6 +290,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_baseline_update(args: argparse.Namespace) -> int:
     from harness.gate import update_baseline
 
+    _check_out_dir(args.out, "--out", file=True)
     baseline = update_baseline(args.results, args.out, suite=args.suite)
     print(f"wrote {args.out}: {len(baseline['entries'])} entries of suite {baseline['suite']} "
           f"(mean over seeds {baseline['provenance']['seeds']})")

@@ -138,19 +138,30 @@ def update_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, out: str | os.
 def _number(value, allow_none: bool = False) -> bool:
     if value is None:
         return allow_none
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def load_baseline(path: str | os.PathLike) -> dict:
     """Read and validate a baseline file; anything malformed is an InputError naming the field."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError(path, None, "not valid JSON (nested too deeply)") from None
+    except NotADirectoryError:
+        raise InputError(path, None, "no such baseline file (a part of its path is a file)") from None
     except FileNotFoundError:
         raise InputError(path, None, "no such baseline file (make one with `copa-bench baseline update`)") from None
     except IsADirectoryError:
         raise InputError(path, None, "is a directory, expected a baseline JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, None, f"not valid JSON ({e})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise InputError(path, None, f"not valid JSON ({str(e)[:100]})") from None
     if not isinstance(data, dict):
         raise InputError(path, None, "must be a JSON object")
     tolerances = data.get("tolerances")
@@ -187,6 +198,8 @@ def load_baseline(path: str | os.PathLike) -> dict:
             raise InputError(path, f"{where}.kind", f"must be one of {', '.join(KINDS)}, got {entry['kind']!r}")
         if not _number(entry["value"], allow_none=True):
             raise InputError(path, f"{where}.value", f"must be a finite number or null, got {entry['value']!r}")
+        if entry["kind"] == "speed_ratio" and entry["value"] is not None and not entry["value"] > 0:
+            raise InputError(path, f"{where}.value", f"a speed ratio must be > 0, got {entry['value']!r}")
         if "tolerance" in entry and not (_number(entry["tolerance"]) and entry["tolerance"] >= 0):
             raise InputError(path, f"{where}.tolerance", f"must be a number >= 0, got {entry['tolerance']!r}")
         key = (entry["model"], entry["task"], entry["variant"], entry["metric"])
@@ -295,5 +308,14 @@ def run_check(baseline_path: str | os.PathLike, store_dir: str | os.PathLike = D
               suite: str | None = None) -> tuple[int, str]:
     """(exit status, report): 1 on any regression, 0 otherwise; a bad baseline raises InputError."""
     baseline = load_baseline(baseline_path)
-    checks = check_results(baseline, read_rows(store_dir), suite)
+    path = store_file(store_dir)
+    if not path.is_file():
+        raise InputError(store_dir, "--results", f"no results store here (no {path.name}): nothing to check")
+    rows = read_rows(store_dir)
+    judged = suite if suite is not None else baseline.get("suite")
+    if not any(judged is None or row["suite"] == judged for row in rows):
+        held = sorted({row["suite"] for row in rows})
+        raise InputError(path, "--suite" if suite is not None else "suite", f"no rows of suite {judged!r} in the "
+                         f"store (it holds {', '.join(held) if held else 'no valid rows'}): nothing to check")
+    checks = check_results(baseline, rows, suite)
     return (1 if any(not c.passed for c in checks) else 0), format_report(checks, baseline_path)

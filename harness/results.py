@@ -142,6 +142,23 @@ def _parse_created(value: str) -> _dt.datetime | None:
     return when
 
 
+def _float_sized(value: int | float) -> bool:
+    """An int that converts to a float (a 400-digit integer does not: math and formatting would overflow)."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line: its repr, cut short (a row may hold anything)."""
+    if isinstance(value, (list, dict)):
+        return type(value).__name__
+    text = repr(value) if not isinstance(value, int) or _float_sized(value) else f"a {len(str(abs(value)))}-digit int"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def validate_row(row: Any, path: str | os.PathLike | None = None, where: str = "row") -> None:
     """Raise InputError naming the first field of ``row`` that breaks the schema (``where`` prefixes it)."""
     if not isinstance(row, Mapping):
@@ -155,7 +172,10 @@ def validate_row(row: Any, path: str | os.PathLike | None = None, where: str = "
     for key, (types, what) in SCHEMA.items():
         value = row[key]
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            raise InputError(path, f"{where}.{key}", f"must be {what}, got {type(value).__name__} {value!r}")
+            raise InputError(path, f"{where}.{key}", f"must be {what}, got {type(value).__name__} {_shown(value)}")
+        if isinstance(value, int) and not isinstance(value, bool) and not _float_sized(value):
+            raise InputError(path, f"{where}.{key}", f"must be a number of float size, got a {len(str(abs(value)))}"
+                             "-digit integer")
     if row["status"] not in STATUSES:
         raise InputError(path, f"{where}.status", f"must be 'ok' or 'n/a', got {row['status']!r}")
     value = row["value"]
@@ -177,7 +197,14 @@ def validate_row(row: Any, path: str | os.PathLike | None = None, where: str = "
     for name in VERSION_KEYS:
         if not isinstance(versions.get(name), str):
             raise InputError(path, f"{where}.versions.{name}", "must be a version string")
+    for name, value in versions.items():
+        if not isinstance(value, str):
+            raise InputError(path, f"{where}.versions.{name}", f"must be a version string, got {_shown(value)}")
     machine = row["machine"]
+    for name, value in machine.items():
+        if not (value is None or isinstance(value, (str, bool)) or isinstance(value, (int, float))
+                and _float_sized(value)):
+            raise InputError(path, f"{where}.machine.{name}", f"must be a string or a number, got {_shown(value)}")
     if not isinstance(machine.get("cpu"), str):
         raise InputError(path, f"{where}.machine.cpu", "must be a string")
     threads = machine.get("threads")
@@ -330,9 +357,13 @@ def read_rows(store_dir: str | os.PathLike) -> list[dict]:
             warnings.warn(f"{path}:{number}: skipped a line that is not valid JSON ({e.msg}; truncated?)",
                           StoreWarning, stacklevel=2)
             continue
+        except (RecursionError, ValueError, OverflowError, MemoryError) as e:  # nested too deep, huge numbers
+            what = "nested too deeply" if isinstance(e, RecursionError) else f"{type(e).__name__}: {str(e)[:80]}"
+            warnings.warn(f"{path}:{number}: skipped a line that cannot be read ({what})", StoreWarning, stacklevel=2)
+            continue
         try:
             validate_row(row, None, "row")
-        except InputError as e:
+        except (InputError, RecursionError, ValueError, OverflowError, TypeError) as e:
             warnings.warn(f"{path}:{number}: skipped a row that breaks the schema ({e})", StoreWarning, stacklevel=2)
             continue
         rows.append(row)

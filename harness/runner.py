@@ -13,9 +13,13 @@ flags existed, so earlier results and checkpoints stay valid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import re
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,21 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_DATA = Path("data") / "tiny"
 
 
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+"""What a task or suite name may be: a name, never a path (no '/', no '..')."""
+
+
+def check_name(name, what: str, path: str | os.PathLike | None = None) -> str:
+    """``name`` if it is a plain name (``NAME``); else an InputError naming ``what`` (a flag or a field)."""
+    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+        raise InputError(path, what, f"{name!r} is not a name (letters, digits, '_', '.', '-'; no path)")
+    return name
+
+
 def task_config_path(task: str) -> Path:
+    check_name(task, "--task")
     path = CONFIG_DIR / "tasks" / f"{task}.py"
-    if not path.is_file():
+    if path.resolve().parent != (CONFIG_DIR / "tasks").resolve() or not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "tasks").glob("*.py")) if CONFIG_DIR.is_dir() else []
         if not known:
             raise InputError(CONFIG_DIR, None,
@@ -48,18 +64,33 @@ def load_task_config(task: str):
     return Config(cfg.to_dict(), cfg_text=cfg.text, filename=cfg.filename, format_python_code=False)
 
 
+def checked_manifest(root: str | os.PathLike) -> dict:
+    """The benchmark's MANIFEST.json, checked before anything uses it: an object with its content hash."""
+    from harness.data.benchmark import read_manifest
+
+    path = Path(root) / "MANIFEST.json"
+    manifest = read_manifest(root)
+    if not isinstance(manifest, dict):
+        raise InputError(path, None, f"expected a JSON object, got {type(manifest).__name__}")
+    digest = manifest.get("content_sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InputError(path, "content_sha256", "missing or not a sha256 hex digest: not a complete copa-bench "
+                         "benchmark (run 'copa-bench data make')")
+    return manifest
+
+
 def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     """The data root to use: the given one (which must be a complete benchmark) or the default
     ``data/tiny``, generated on first use and again when an older generator version wrote it."""
     from harness import distributed
-    from harness.data.benchmark import GENERATOR_VERSION, make_benchmark, read_manifest
+    from harness.data.benchmark import GENERATOR_VERSION, make_benchmark
 
     if data is not None:
-        read_manifest(data)
+        checked_manifest(data)
         return Path(data)
     if distributed.rank() == 0:
         made = (DEFAULT_DATA / "MANIFEST.json").is_file()
-        old = made and read_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION
+        old = made and checked_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION
         if not made or old:  # copa-bench's own default dataset follows the generator; a --data one never changes
             what = "an older generator wrote it: regenerating" if old else "no --data given: generating"
             print(f"{what} the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
@@ -113,6 +144,10 @@ def build_config(
         raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    check_seed(seed)
+    task_config_path(task)
+    if vision_init not in (None, "auto", "none") and not Path(vision_init).is_file():
+        raise InputError(vision_init, "--vision-init", "no such file (give a timm ViT checkpoint, 'none' or 'auto')")
     device = resolve_device(device)
     check_precision(precision, device)
     if task == "vision_pretrain":  # one ViT initialisation shared by every model
@@ -164,6 +199,15 @@ def build_config(
     return cfg
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds
+
+
+def check_seed(seed, flag: str = "--seed", path: str | os.PathLike | None = None) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise InputError(path, flag, f"must be an integer from 0 to {SEED_MAX}, got {seed!r}")
+    return seed
+
+
 def run_identity(device, precision: str) -> dict:
     """What of a job's device and precision enters its hash: the device type (not which GPU) and the
     precision; nothing for the CPU in fp32, so the hashes made before ``--device`` existed stay valid."""
@@ -199,16 +243,59 @@ def _slow_pretrained_vision(cfg, lr_mult: float) -> None:
     cfg.optim_wrapper.paramwise_cfg = paramwise
 
 
-def apply_options(cfg, options: list[str] | None) -> None:
-    """``KEY=VALUE`` overrides of a job config (mmengine's ``--cfg-options``: dotted keys, values parsed as
-    Python literals or comma lists). Everything above the last part of a key must exist in the config, so a
-    mistyped section is an error rather than a silently added setting."""
+OPTION_FORBIDDEN = ("default_scope", "_scope_", "custom_imports", "_base_", "_delete_")
+"""Keys no ``--cfg-options`` (or suite ``options``) may set: they choose which modules mmengine imports."""
+BUILD_KEYS = ("type", "constructor")
+"""Config keys whose string value mmengine resolves to a class or function (a dotted path imports anything)."""
+
+
+def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike | None = None) -> list[tuple]:
+    """``KEY=VALUE`` strings parsed as mmengine's ``--cfg-options`` parses them (Python literals or comma lists),
+    checked before any config is built: malformed literals, non-finite numbers and keys that choose what
+    mmengine imports are InputErrors naming ``flag`` (and ``path``, a suite file)."""
     from mmengine.config import DictAction
 
-    for option in options or []:
+    if options is None:
+        return []
+    if not isinstance(options, (list, tuple)):
+        raise InputError(path, flag, f"must be a list of 'KEY=VALUE' strings, got {type(options).__name__}")
+    parsed = []
+    for option in options:
+        if not isinstance(option, str):
+            raise InputError(path, flag, f"expected a 'KEY=VALUE' string, got {type(option).__name__}")
         key, sep, raw = option.partition("=")
-        if not sep or not key:
-            raise InputError(None, "--cfg-options", f"expected KEY=VALUE, got {option!r}")
+        parts = key.split(".")
+        if not sep or not key or not all(parts):
+            raise InputError(path, flag, f"expected KEY=VALUE with a dotted KEY, got {option!r}")
+        refused = [p for p in parts if p in OPTION_FORBIDDEN]
+        if refused:
+            raise InputError(path, flag, f"{key!r}: {refused[0]!r} cannot be set from outside the config files")
+        try:
+            value = DictAction._parse_iterable(raw)
+        except Exception as e:  # mmengine asserts on unbalanced brackets; deep nesting is a RecursionError
+            detail = str(e).split("\n")[0][:80] or type(e).__name__
+            raise InputError(path, flag, f"{key!r}: malformed value {raw[:80]!r} ({detail})") from None
+        if not _finite(value):
+            raise InputError(path, flag, f"{key!r}: {raw[:80]!r} is not a finite number")
+        parsed.append((key, value))
+    return parsed
+
+
+def _finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def apply_options(cfg, options: list[str] | None, flag: str = "--cfg-options",
+                  path: str | os.PathLike | None = None) -> None:
+    """``KEY=VALUE`` overrides of a job config (mmengine's ``--cfg-options``: dotted keys, values parsed as
+    Python literals or comma lists). Everything above the last part of a key must exist in the config, so a
+    mistyped section is an error rather than a silently added setting. The merged config is then checked
+    (:func:`check_job`): every ``type`` must name a registered component, so no value runs code."""
+    for key, value in parse_options(options, flag, path):
         node = cfg
         *parents, _ = key.split(".")
         for part in parents:
@@ -217,10 +304,96 @@ def apply_options(cfg, options: list[str] | None) -> None:
             elif not isinstance(node, (list, str)) and part in node:
                 node = node[part]
             else:
-                raise InputError(None, "--cfg-options", f"the job config has no section {part!r} in {key!r}")
+                raise InputError(path, flag, f"the job config has no section {part!r} in {key!r}")
         if isinstance(node, (list, str, int, float)) or node is None:
-            raise InputError(None, "--cfg-options", f"{key!r}: {'.'.join(parents)} is not a section of the config")
-        cfg.merge_from_dict({key: DictAction._parse_iterable(raw)}, allow_list_keys=True)
+            raise InputError(path, flag, f"{key!r}: {'.'.join(parents)} is not a section of the config")
+        cfg.merge_from_dict({key: value}, allow_list_keys=True)
+    check_job(cfg, flag, path)
+
+
+def registered_names() -> tuple[set[str], dict[str, set[str]]]:
+    """Every name in copa-bench's and mmengine's registries (and their children), and the names per scope."""
+    import mmengine.dataset  # noqa: F401  (mmengine registers its own components when imported)
+    import mmengine.evaluator  # noqa: F401
+    import mmengine.hooks  # noqa: F401
+    import mmengine.model  # noqa: F401
+    import mmengine.optim  # noqa: F401
+    import mmengine.registry as root
+    import mmengine.runner  # noqa: F401
+    import mmengine.visualization  # noqa: F401
+
+    _register_everything()
+    names: set[str] = set()
+    scoped: dict[str, set[str]] = {}
+    seen: set[int] = set()
+
+    def visit(registry) -> None:
+        if id(registry) in seen:
+            return
+        seen.add(id(registry))
+        registry.import_from_location()
+        names.update(registry.module_dict)
+        scoped.setdefault(registry.scope, set()).update(registry.module_dict)
+        for child in registry.children.values():
+            visit(child)
+
+    for obj in list(vars(root).values()):
+        if isinstance(obj, root.Registry):
+            visit(obj)
+    return names, scoped
+
+
+def check_types(node, flag: str = "--cfg-options", path: str | os.PathLike | None = None, where: str = "") -> None:
+    """Refuse any ``type`` (or ``constructor``) value in ``node`` that is not a string naming a registered
+    component (``name`` or ``scope.name``): mmengine would import a dotted path such as ``os.system`` and call
+    it, and a callable would simply be called."""
+    names, scoped = registered_names()
+
+    def ok(value) -> bool:
+        if not isinstance(value, str):
+            return False
+        scope, dot, name = value.partition(".")
+        return value in names and not dot or bool(dot) and name in scoped.get(scope, ()) and "." not in name
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                here = f"{where}.{key}" if where else str(key)
+                if key in BUILD_KEYS and not (key == "constructor" and value is None) and not ok(value):
+                    shown = value if isinstance(value, (str, int, float)) else type(value).__name__
+                    raise InputError(path, flag, f"{here}={shown!r}: not a registered component (a config "
+                                     "builds only copa-bench's and mmengine's registered types, never a dotted path)")
+                if key == "_scope_" and value not in scoped:
+                    raise InputError(path, flag, f"{here}={value!r}: not a registry scope")
+                walk(value, here)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{where}.{i}")
+
+    walk(node, where)
+
+
+def check_job(cfg, flag: str = "--cfg-options", path: str | os.PathLike | None = None) -> None:
+    """What mmengine would only find out after creating the work dir: unregistered types, and dataloader and
+    schedule settings it cannot run with."""
+    check_types(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg, flag, path)
+
+    def positive(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        spec = cfg.get(loader)
+        if not spec:
+            continue
+        if "batch_size" in spec and not positive(spec["batch_size"]):
+            raise InputError(path, flag, f"{loader}.batch_size must be an integer >= 1, got {spec['batch_size']!r}")
+        workers = spec.get("num_workers", 0)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise InputError(path, flag, f"{loader}.num_workers must be an integer >= 0, got {workers!r}")
+    train_cfg = cfg.get("train_cfg") or {}
+    for key in ("max_iters", "val_interval"):
+        if key in train_cfg and not positive(train_cfg[key]):
+            raise InputError(path, flag, f"train_cfg.{key} must be an integer >= 1, got {train_cfg[key]!r}")
 
 
 def pretrain_checkpoint(model: str, scale: str, seed: int, device="cpu", precision: str = "fp32") -> Path:
@@ -296,6 +469,7 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
 
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    check_seed(seed)
     device = resolve_device(device)
     check_precision(precision, device)
     cfg = load_task_config("vision_pretrain")
@@ -342,9 +516,20 @@ def _register_everything() -> None:
     import copa.build  # noqa: F401
     import harness.data.collate  # noqa: F401
     import harness.data.datasets  # noqa: F401
-    import harness.hooks  # noqa: F401
+
+    with quiet_fvcore_import():
+        import harness.hooks  # noqa: F401  (imports fvcore, through harness.profiling.flops)
     import harness.metrics  # noqa: F401
     import harness.tasks  # noqa: F401
+
+
+@contextlib.contextmanager
+def quiet_fvcore_import():
+    """fvcore scripts a function with ``torch.jit.script`` when imported, which recent torch answers with a
+    two-line FutureWarning on every run: silence that one message, only around the import."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        yield
 
 
 _CONSOLE_NOISE = (
@@ -465,7 +650,6 @@ _NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cf
 def job_digest(cfg) -> str:
     """Identifies a job by what decides its result: the config (not where it runs or under which name), the
     device type and precision it runs in (:func:`run_identity`) and the data's content hash."""
-    from harness.data.benchmark import read_manifest
     from harness.device import CONFIG_KEY
     from harness.results import job_hash
 
@@ -474,7 +658,7 @@ def job_digest(cfg) -> str:
     run = run_identity(settings.get("device", "cpu"), settings.get("precision", "fp32"))
     roots = {cfg[loader].dataset.get("data_root") for loader in ("train_dataloader", "test_dataloader")
              if cfg.get(loader)}
-    data = sorted(read_manifest(r)["content_sha256"] for r in roots if r)
+    data = sorted(checked_manifest(r)["content_sha256"] for r in roots if r)
     return job_hash({"config": config, "data": data, **({"run": run} if run else {})})
 
 
@@ -493,6 +677,27 @@ def finished_job(work_dir: str | os.PathLike, digest: str) -> dict | None:
     return record
 
 
+@contextlib.contextmanager
+def _no_work_dir_left_on_bad_input(work_dir: str | os.PathLike):
+    """Bad input found once the Runner has started (it creates the work dir first) leaves nothing behind: the
+    directories this job created are removed again on an InputError. A work dir that existed is kept."""
+    import shutil
+
+    from harness import distributed
+
+    fresh = None
+    for path in (Path(work_dir).absolute(), *Path(work_dir).absolute().parents):
+        if os.path.lexists(path):
+            break
+        fresh = path
+    try:
+        yield
+    except InputError:
+        if fresh is not None and distributed.rank() == 0:
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+
+
 def train(cfg) -> dict[str, float]:
     """Train (and validate) one job; returns the losses averaged over the last logging window and the
     last validation metrics, also recorded in ``job.json`` in the work dir once the job has finished."""
@@ -503,8 +708,9 @@ def train(cfg) -> dict[str, float]:
     from harness.results import write_atomic
 
     start = time.perf_counter()
-    runner = make_runner(cfg)
-    runner.train()
+    with _no_work_dir_left_on_bad_input(cfg.work_dir):
+        runner = make_runner(cfg)
+        runner.train()
     scalars = runner.message_hub.log_scalars
     window = cfg.get("log_processor", {}).get("window_size", 50)
     summary = {k.split("/", 1)[1]: float(v.mean(window)) for k, v in scalars.items() if k.startswith("train/loss")}
@@ -529,8 +735,9 @@ def without_validation(cfg) -> None:
 
 def test(cfg) -> dict[str, float]:
     """Evaluate one job's checkpoint on the task's test split; returns the metrics."""
-    runner = make_runner(cfg)
-    metrics = runner.test()
+    with _no_work_dir_left_on_bad_input(cfg.work_dir):
+        runner = make_runner(cfg)
+        metrics = runner.test()
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 

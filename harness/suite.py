@@ -51,10 +51,22 @@ class Job:
 
 
 def load_suite(name: str):
-    """The suite config ``configs/suites/<name>.py`` (or a suite config file) as an mmengine Config."""
+    """The suite config ``configs/suites/<name>.py`` (or a suite config file) as an mmengine Config.
+
+    A suite *name* is a name, never a path; a suite *file* (``.py``) is run as Python, like the configs in the
+    repository, so run only files you trust. What a suite names (models, tasks, options, model overrides) is
+    checked like command-line input: names are names, and types resolve only to registered components."""
     from mmengine.config import Config
 
-    path = Path(name) if name.endswith(".py") else CONFIG_DIR / f"{name}.py"
+    from harness.runner import check_name
+
+    if not isinstance(name, str) or not name:
+        raise InputError(None, "SUITE", f"expected a suite name or a suite config file, got {name!r}")
+    if name.endswith(".py"):
+        path = Path(name)
+    else:
+        check_name(name, "SUITE")
+        path = CONFIG_DIR / f"{name}.py"
     if not path.is_file():
         raise InputError(None, "SUITE", f"unknown suite {name!r} (choose from {', '.join(suite_names())})")
     try:
@@ -67,41 +79,96 @@ def load_suite(name: str):
     return cfg
 
 
-def _validate(cfg, path: Path) -> None:
-    """Everything a suite names must exist before its first job runs, so a typo cannot stop it half-way."""
-    from copa.build import METHODS, SCALES
-    from harness.runner import task_config_path
+_LIST = (list, tuple)
+SUITE_TYPES = {"scale": str, "data": str, "vision_init": str, "chance": bool, "models": _LIST, "seeds": _LIST,
+               "tasks": _LIST, "test_only": _LIST, "variants": dict, "options": dict, "max_iters": dict,
+               "eval_limit": dict, "efficiency": dict}  # workers: checked below
+VARIANT_TYPES = {"models": _LIST, "tasks": _LIST, "model": dict, "pta_fraction": (int, float)}
 
+
+def _strings(value, path: Path, key: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError(path, key, f"must be a list of strings, got {_shown(value)}")
+    return list(value)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _validate(cfg, path: Path) -> None:
+    """Everything a suite names must exist, and every field have its type, before its first job runs (or any
+    row is written), so a typo cannot stop it half-way."""
+    from copa.build import METHODS, SCALES
+    from harness.runner import check_name, check_types, load_task_config, parse_options
+
+    for key, kind in SUITE_TYPES.items():
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, kind) or kind is int and isinstance(value, bool)):
+            what = "list" if kind is _LIST else kind.__name__
+            raise InputError(path, key, f"must be a {what}, got {type(value).__name__} {_shown(value)}")
     for key in ("models", "seeds"):
-        if not cfg.get(key) or not isinstance(cfg[key], list):
+        if not cfg.get(key):
             raise InputError(path, key, "must be a non-empty list")
     if not cfg.get("tasks") and not cfg.get("efficiency"):
         raise InputError(path, "tasks", "a suite needs tasks or an efficiency job")
     if cfg.get("scale", "tiny") not in SCALES:
         raise InputError(path, "scale", f"unknown scale {cfg.scale!r} (choose from {', '.join(SCALES)})")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in cfg.seeds):
-        raise InputError(path, "seeds", f"must be integers >= 0, got {cfg.seeds!r}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in cfg.seeds):
+        raise InputError(path, "seeds", f"must be integers from 0 to {2**32 - 1}, got {_shown(cfg.seeds)}")
     variants = cfg.get("variants") or {}
-    models = list(cfg.models) + [m for spec in variants.values() for m in spec.get("models", [])]
+    for variant, spec in variants.items():
+        where = f"variants.{variant}"
+        if not isinstance(variant, str):
+            raise InputError(path, "variants", f"a variant's name must be a string, got {variant!r}")
+        if variant:
+            check_name(variant, "variants", path)
+        if not isinstance(spec, dict):
+            raise InputError(path, where, f"must be a dict, got {type(spec).__name__}")
+        for key, value in spec.items():
+            kind = VARIANT_TYPES.get(key)
+            if kind is None:
+                raise InputError(path, f"{where}.{key}", f"unknown key (expected {', '.join(VARIANT_TYPES)})")
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise InputError(path, f"{where}.{key}", f"wrong type {type(value).__name__}")
+        if "pta_fraction" in spec and not 0 <= spec["pta_fraction"] <= 1:
+            raise InputError(path, f"{where}.pta_fraction", f"must be between 0 and 1, got {spec['pta_fraction']!r}")
+        check_types(spec.get("model") or {}, f"{where}.model", path)
+    models = _strings(cfg.models, path, "models")
+    for variant, spec in variants.items():
+        models += _strings(spec.get("models", []), path, f"variants.{variant}.models")
+    efficiency = cfg.get("efficiency") or {}
+    models += _strings(efficiency.get("models", []), path, "efficiency.models")
     for model in models:
         if model not in METHODS:
             raise InputError(path, "models", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
-    tasks = list(cfg.get("tasks") or []) + [t for spec in variants.values() for t in spec.get("tasks", [])]
+    tasks = _strings(cfg.get("tasks") or [], path, "tasks")
+    for variant, spec in variants.items():
+        tasks += _strings(spec.get("tasks", []), path, f"variants.{variant}.tasks")
     for task in tasks:
         try:
-            task_config_path("retrieval" if task == "retrieval_zeroshot" else task)
+            check_name(task, "tasks", path)
+            task_cfg = load_task_config("retrieval" if task == "retrieval_zeroshot" else task)
         except InputError:
             raise InputError(path, "tasks", f"unknown task {task!r}") from None
+        if "task_model" not in task_cfg:
+            raise InputError(path, "tasks", f"{task!r} is not a downstream task (a suite pre-trains every model "
+                             "itself; list the tasks that start from its checkpoint)")
+    for task in _strings(cfg.get("test_only") or [], path, "test_only"):
+        if task not in tasks:
+            raise InputError(path, "test_only", f"{task!r} is not one of the suite's tasks")
     for task, options in (cfg.get("options") or {}).items():
         if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
             raise InputError(path, f"options.{task}", "must be a list of 'KEY=VALUE' strings (as --cfg-options)")
+        parse_options(options, f"options.{task}", path)
     workers = cfg.get("workers", 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(path, "workers", f"must be an integer >= 1, got {workers!r}")
     for key in ("max_iters", "eval_limit"):
         for task, value in (cfg.get(key) or {}).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(path, f"{key}.{task}", f"must be an integer >= 1, got {value!r}")
+                raise InputError(path, f"{key}.{task}", f"must be an integer >= 1, got {_shown(value)}")
 
 
 def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
@@ -140,7 +207,7 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
                        max_iters=None if testing else suite.get("max_iters", {}).get(job.task),
                        model_overrides=overrides, vision_init=suite.get("vision_init", "auto"),
                        device=suite.get("device"), precision=suite.get("precision", "fp32"))
-    apply_options(cfg, suite.get("options", {}).get(job.task))
+    apply_options(cfg, suite.get("options", {}).get(job.task), f"options.{job.task}", suite.filename)
     if job.task == "pretrain" and "pta_fraction" in job.config:
         cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
     for loader in ("val_dataloader", "test_dataloader"):
@@ -166,10 +233,9 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     processes).
     """
     from harness import distributed
-    from harness.data.benchmark import read_manifest
     from harness.device import check_precision, resolve_device
     from harness.results import append_rows, completed_jobs, provenance
-    from harness.runner import ensure_benchmark, run_suffix
+    from harness.runner import checked_manifest, ensure_benchmark, run_suffix
 
     device = resolve_device(device)
     check_precision(precision, device)
@@ -187,7 +253,7 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
         workers = 1 if distributed.is_initialized() else suite.get("workers", 1)
     root = ensure_benchmark(suite.get("data"))
     suite.data, suite.device, suite.precision = str(root), str(device), precision
-    data_hash = read_manifest(root)["content_sha256"]
+    data_hash = checked_manifest(root)["content_sha256"]
     context = _Context(source=name, data=str(root), data_hash=data_hash,
                        done=completed_jobs(results_dir, suite=Path(name).stem),
                        work_root=Path(work_root) / f"{Path(name).stem}{run_suffix(device, precision)}",
@@ -252,7 +318,11 @@ def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
         digest = job_hash({"not_applicable": job.name, "suite": context.suite, "data": context.data_hash})
         row = make_row(metric="*", value=None, reason=str(e), job_hash=digest, **base)
         return _Outcome("not_applicable", [] if digest in context.done else [row], f"not applicable ({e})")
-    except (InputError, KeyboardInterrupt):
+    except InputError as e:
+        if e.path is None:  # name the suite, and the job, rather than a flag nobody gave
+            raise InputError(context.source, f"{job.name}: {e.field}" if e.field else job.name, e.message) from None
+        raise
+    except KeyboardInterrupt:
         raise
     except Exception as e:  # one broken job must not stop the suite; it is reported and leaves no row
         return _Outcome("failed", message=f"FAILED: {type(e).__name__}: {e}")

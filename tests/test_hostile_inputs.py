@@ -274,6 +274,90 @@ def _(tmp, bench, ckpt):
     return ["table", "--results", str(_store(tmp)), "--format", "pdf", "--out", str(tmp / "t")], ["--format", "pdf"]
 
 
+EVIL = "from pathlib import Path\nPath({marker!r}).write_text('the config ran code')\nmodels = ['copa']\n"
+
+
+@case("task-name-is-a-relative-path")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "../../x", "--data", str(bench), "--vision-init", "none"], \
+        ["--task", "not a name"]
+
+
+@case("task-name-is-a-path-to-code")
+def _(tmp, bench, ckpt):
+    (tmp / "evil.py").write_text(EVIL.format(marker=str(tmp / "ran.txt")))
+    return ["train", "--model", "copa", "--task", str(tmp / "evil"), "--data", str(bench), "--vision-init", "none"], \
+        ["--task", "not a name"]
+
+
+@case("suite-task-is-a-path-to-code")
+def _(tmp, bench, ckpt):
+    (tmp / "evil.py").write_text(EVIL.format(marker=str(tmp / "ran.txt")))
+    (tmp / "s.py").write_text(SUITE.format(data=str(bench)).replace('["vqa"]', f'["vqa", {str(tmp / "evil")!r}]'))
+    return ["run", str(tmp / "s.py"), "--results", str(tmp / "out")], ["s.py", "tasks"]
+
+
+@case("suite-name-is-a-path")
+def _(tmp, bench, ckpt):
+    return ["run", "../suites/smoke"], ["SUITE", "not a name"]
+
+
+@case("cfg-options-type-not-registered")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "train_dataloader.dataset.pipeline.0.type=os.system"], ["--cfg-options", "os.system"]
+
+
+@case("cfg-options-custom-imports")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "custom_imports.imports=os"], ["--cfg-options", "custom_imports"]
+
+
+@case("cfg-options-zero-batch-size")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--max-iters", "1", "--cfg-options", "train_dataloader.batch_size=0"], ["--cfg-options", "batch_size"]
+
+
+@case("negative-seed")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--seed", "-1"], ["--seed"]
+
+
+@case("work-dir-under-a-file")
+def _(tmp, bench, ckpt):
+    (tmp / "afile").write_text("not a directory")
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--work-dir", str(tmp / "afile" / "job")], ["--work-dir", "not a directory"]
+
+
+@case("instance-box-not-finite")
+def _(tmp, bench, ckpt):
+    root = _bench_copy(tmp, bench)
+    _edit_json(root / "annotations" / "instances_val.json",
+               lambda d: d["annotations"][0].__setitem__("bbox", [float("nan"), 1.0, 2.0, 2.0]))
+    return ["data", "check", str(root), "--split", "val"], ["instances_val.json", "annotations[0].bbox", "finite"]
+
+
+@case("check-missing-store")
+def _(tmp, bench, ckpt):
+    (tmp / "baseline.json").write_text(json.dumps({"tolerances": {}, "entries": []}))
+    return ["check", "--baseline", str(tmp / "baseline.json"), "--results", str(tmp / "nostore")], \
+        ["nostore", "--results"]
+
+
+@case("profile-zero-threads")
+def _(tmp, bench, ckpt):
+    return ["profile", "--threads", "0"], ["--threads"]
+
+
+@case("data-make-negative-seed")
+def _(tmp, bench, ckpt):
+    return ["data", "make", "--out", str(tmp / "new"), "--seed", "-1"], ["--seed"]
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink()
             else "dir" for p in sorted(root.rglob("*"))}

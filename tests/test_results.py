@@ -216,3 +216,24 @@ def test_only_code_changes_make_the_tree_dirty(tmp_path, monkeypatch):
     assert results.provenance()["git_dirty"] is False
     (tmp_path / "model.py").write_text("x = 2\n")
     assert results.provenance()["git_dirty"] is True
+
+
+def test_rows_with_a_huge_integer_or_deep_nesting_are_skipped_with_a_warning(tmp_path, capsys):
+    """A 400-digit integer (more digits than Python converts) and a row nested 100,000 deep: each line is
+    skipped with a warning naming it; the good row is read and `table` still renders the store."""
+    from harness.cli import main
+
+    good = row()
+    huge = json.dumps(good).replace('"seed": 0', '"seed": ' + "9" * 400)
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "rows.jsonl").write_text(json.dumps(good) + "\n" + huge + "\n" + deep + "\n")
+    with pytest.warns(StoreWarning) as record:
+        rows = read_rows(tmp_path)
+    assert rows == [good]
+    messages = [str(w.message) for w in record]
+    assert any("rows.jsonl:2:" in m for m in messages), messages
+    assert any("rows.jsonl:3:" in m for m in messages), messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        assert main(["table", "--results", str(tmp_path), "--out", str(tmp_path / "tables")]) == 0
+    assert any((tmp_path / "tables").iterdir())

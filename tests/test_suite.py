@@ -121,7 +121,9 @@ def test_bad_input_met_in_a_worker_stops_the_suite_with_its_one_line_error(tiny_
                         eval_limit=dict(pretrain=8, vqa=8), options=dict(vqa=["train_dataloader.nosuch.x=1"]))
     with pytest.raises(InputError) as raised:
         run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
-    assert str(raised.value) == "--cfg-options: the job config has no section 'nosuch' in 'train_dataloader.nosuch.x'"
+    # the suite file and its field are named (the contract: file and field), not a --cfg-options nobody gave
+    assert str(raised.value) == (f"{suite}: options.vqa: the job config has no section 'nosuch' in "
+                                 "'train_dataloader.nosuch.x'")
     assert {r["task"] for r in read_rows(tmp_path / "store") if r["model"] == "copa"} == {"pretrain"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 from collections.abc import Mapping
@@ -22,26 +23,59 @@ def load_json(path: str | os.PathLike) -> Any:
         raise InputError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise InputError(path, None, f"not UTF-8 text: {e.reason}") from None
+    except RecursionError:
+        raise InputError(path, None, "malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise InputError(path, None, f"malformed JSON: {str(e)[:100]}") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise InputError(path, None, "not a file") from None
 
 
 def load_jsonl(path: str | os.PathLike) -> list[dict]:
     """Parse a JSON-lines file (blank lines allowed); each bad line is reported by number."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(path, f"line {lineno}", f"not UTF-8 text: {e.reason}") from None
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(path, f"line {lineno}", f"malformed JSON: {e.msg}") from None
+                except RecursionError:
+                    raise InputError(path, f"line {lineno}", "malformed JSON: nested too deeply") from None
+                except ValueError as e:  # e.g. an integer of more digits than Python converts
+                    raise InputError(path, f"line {lineno}", f"malformed JSON: {str(e)[:100]}") from None
                 if not isinstance(row, dict):
                     raise InputError(path, f"line {lineno}", "expected a JSON object")
                 rows.append(row)
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise InputError(path, None, "not a file") from None
     return rows
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "image") -> None:
+    """Refuse a path that exists but is not a regular file (a FIFO would block the reader forever, a device
+    would be read without end); a missing file is left to the reader, which says so."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise InputError(path, what, f"cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
+            "not a regular file"
+        raise InputError(path, what, f"is {kind}, expected a regular file")
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
@@ -58,8 +92,10 @@ def load_plain_pickle(path: str | os.PathLike) -> Any:
             return _DataOnlyUnpickler(f).load()
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise InputError(path, None, f"not a plain-data pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError) as e:
+        raise InputError(path, None, f"not a plain-data pickle: {str(e)[:100]}") from None
+    except RecursionError:
+        raise InputError(path, None, "not a plain-data pickle: nested too deeply") from None
 
 
 def field(obj: Any, key: str, path: str | os.PathLike, where: str, kind: type | tuple[type, ...] | None = None):
@@ -88,7 +124,12 @@ def check_box(box: Any, path: str | os.PathLike, where: str, image_size: tuple[i
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
     ):
         raise InputError(path, where, f"expected [x, y, width, height] numbers, got {box!r}")
-    x, y, w, h = (float(v) for v in box)
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except OverflowError:
+        raise InputError(path, where, "box has a number too large for a float") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise InputError(path, where, f"box {box} is not finite (NaN or Infinity)")
     if w <= 0 or h <= 0:
         raise InputError(path, where, f"box {box} has zero area")
     height, width = image_size

@@ -12,19 +12,23 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from harness.errors import InputError
-from harness.profiling.efficiency import (
-    format_table,
-    format_task_table,
-    is_pair_only,
-    parse_tasks,
-    profile_models,
-    profile_tasks,
-    skipped_tasks,
-    write_csv,
-    write_json,
-)
+
+with warnings.catch_warnings():  # fvcore, imported by the FLOP counter, warns that torch.jit.script is deprecated
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from harness.profiling.efficiency import (
+        format_table,
+        format_task_table,
+        is_pair_only,
+        parse_tasks,
+        profile_models,
+        profile_tasks,
+        skipped_tasks,
+        write_csv,
+        write_json,
+    )
 from harness.profiling.speed import pin_threads
 
 
@@ -40,7 +44,9 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
         raise InputError(None, "--scale", f"unknown scale {args.scale!r} (choose from {', '.join(SCALES)})")
     if args.reference not in names:
         raise InputError(None, "--reference", f"{args.reference!r} must be one of --models")
-    for flag, value in (("--batch", args.batch), ("--repeats", args.repeats), ("--retrieval-k", args.retrieval_k)):
+    checked = (("--batch", args.batch), ("--repeats", args.repeats), ("--retrieval-k", args.retrieval_k),
+               ("--threads", 1 if args.threads is None else args.threads))
+    for flag, value in checked:
         if value < 1:
             raise InputError(None, flag, f"must be at least 1, got {value}")
     vision = SCALES[args.scale]["vision"]
