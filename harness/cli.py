@@ -282,7 +282,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from harness.gate import run_check
 
-    status, report = run_check(args.baseline, args.results, suite=args.suite)
+    _check_out_dir(args.report, "--report")
+    status, report = run_check(args.baseline, args.results, suite=args.suite, report_dir=args.report)
     print(report)
     return status
 
@@ -319,6 +320,9 @@ def _add_results_commands(sub) -> None:
     check.add_argument("--baseline", required=True, help="baseline JSON (made by `copa-bench baseline update`)")
     check.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
     check.add_argument("--suite", default=None, help="default: the baseline's suite")
+    check.add_argument("--report", default=None, metavar="DIR",
+                       help="also write check.json, check.junit.xml (JUnit, for CI systems) and check.md (every gated "
+                            "check, passed or failed) into DIR")
     check.set_defaults(func=_cmd_check)
 
     baseline = sub.add_parser("baseline", help="manage the regression gate's baseline")

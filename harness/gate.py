@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.errors import InputError
@@ -304,8 +304,68 @@ def format_report(checks: list[Check], baseline_path: str | os.PathLike | None =
     return "\n".join(lines)
 
 
+def report_json(checks: list[Check], baseline_path: str | os.PathLike | None = None) -> dict:
+    """Every check, gated and info-only, with its verdict: what CI systems and scripts read."""
+    gated = [c for c in checks if c.kind != "info"]
+    return {
+        "baseline": None if baseline_path is None else str(baseline_path),
+        "passed": all(c.passed for c in checks),
+        "gated": len(gated),
+        "failed": sum(not c.passed for c in checks),
+        "info_only": len(checks) - len(gated),
+        "checks": [asdict(c) for c in checks],
+    }
+
+
+def report_junit(checks: list[Check], baseline_path: str | os.PathLike | None = None) -> str:
+    """JUnit XML: one test case per gated check (``model.task[variant]`` / metric), a failure naming why."""
+    from xml.etree import ElementTree as ET
+
+    gated = [c for c in checks if c.kind != "info"]
+    suite = ET.Element("testsuite", name="copa-bench check", tests=str(len(gated)),
+                       failures=str(sum(not c.passed for c in gated)), errors="0")
+    if baseline_path is not None:
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="baseline", value=str(baseline_path))
+    for c in gated:
+        case = ET.SubElement(suite, "testcase", classname=f"{c.model}.{c.task}" + (f"[{c.variant}]" if c.variant
+                                                                                    else ""),
+                             name=c.metric)
+        if not c.passed:
+            failure = ET.SubElement(case, "failure", message=f"{c.model} {c.task} {c.metric}: {c.why}", type=c.kind)
+            failure.text = f"baseline {_fmt(c.baseline)}, now {_fmt(c.now)}, rule {c.kind}: {c.rule}"
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def report_table(checks: list[Check]) -> str:
+    """A markdown table of every gated check, passed or failed."""
+    lines = ["| status | model | task | variant | metric | baseline | now | rule | why |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        if c.kind != "info":
+            lines.append(f"| {'ok' if c.passed else 'FAILED'} | {c.model} | {c.task} | {c.variant or 'default'} | "
+                         f"{c.metric} | {_fmt(c.baseline)} | {_fmt(c.now)} | {c.kind}: {c.rule} | {c.why} |")
+    return "\n".join(lines) + "\n"
+
+
+REPORT_FILES = ("check.json", "check.junit.xml", "check.md")
+
+
+def write_reports(checks: list[Check], out_dir: str | os.PathLike,
+                  baseline_path: str | os.PathLike | None = None) -> list[Path]:
+    """Write :data:`REPORT_FILES` into ``out_dir`` (each through a temporary file, so none is half-written)."""
+    out = Path(out_dir)
+    texts = (json.dumps(report_json(checks, baseline_path), indent=1, allow_nan=False) + "\n",
+             report_junit(checks, baseline_path), report_table(checks))
+    paths = []
+    for name, text in zip(REPORT_FILES, texts, strict=True):
+        write_atomic(out / name, text)
+        paths.append(out / name)
+    return paths
+
+
 def run_check(baseline_path: str | os.PathLike, store_dir: str | os.PathLike = DEFAULT_STORE,
-              suite: str | None = None) -> tuple[int, str]:
+              suite: str | None = None, report_dir: str | os.PathLike | None = None) -> tuple[int, str]:
     """(exit status, report): 1 on any regression, 0 otherwise; a bad baseline raises InputError."""
     baseline = load_baseline(baseline_path)
     path = store_file(store_dir)
@@ -318,4 +378,8 @@ def run_check(baseline_path: str | os.PathLike, store_dir: str | os.PathLike = D
         raise InputError(path, "--suite" if suite is not None else "suite", f"no rows of suite {judged!r} in the "
                          f"store (it holds {', '.join(held) if held else 'no valid rows'}): nothing to check")
     checks = check_results(baseline, rows, suite)
-    return (1 if any(not c.passed for c in checks) else 0), format_report(checks, baseline_path)
+    report = format_report(checks, baseline_path)
+    if report_dir is not None:
+        paths = write_reports(checks, report_dir, baseline_path)
+        report = f"reports: {', '.join(str(p) for p in paths)}\n" + report
+    return (1 if any(not c.passed for c in checks) else 0), report

@@ -259,3 +259,42 @@ def test_a_real_25_percent_slowdown_of_copa_fails_the_speed_gate(tmp_path, capsy
         assert code == 0, out
     finally:
         torch.set_num_threads(threads)
+
+
+def test_check_writes_json_junit_and_a_table_of_every_gated_check(gated, tmp_path, capsys):
+    from xml.etree import ElementTree as ET
+
+    store, baseline = gated
+    append_rows(store, _copa_r_mean(-3))
+    report = tmp_path / "report"
+    assert main(["check", "--baseline", str(baseline), "--results", str(store), "--report", str(report)]) == 1
+    capsys.readouterr()
+    entries = json.loads(baseline.read_text())["entries"]
+    gated_entries = [e for e in entries if e["kind"] != "info"]
+
+    data = json.loads((report / "check.json").read_text())
+    assert not data["passed"] and data["failed"] == 1 and data["gated"] == len(gated_entries)
+    assert len(data["checks"]) == len(entries)
+    failed = [c for c in data["checks"] if not c["passed"]]
+    assert [(c["model"], c["task"], c["metric"]) for c in failed] == [("copa", "retrieval", "r_mean")]
+    assert failed[0]["baseline"] - failed[0]["now"] == pytest.approx(3.0)
+
+    suite = ET.parse(report / "check.junit.xml").getroot()
+    cases = suite.findall("testcase")
+    assert suite.tag == "testsuite" and int(suite.get("tests")) == len(cases) == len(gated_entries)
+    failures = [(c.get("classname"), c.get("name"), c.find("failure")) for c in cases if c.find("failure") is not None]
+    assert [(cls, name) for cls, name, _ in failures] == [("copa.retrieval", "r_mean")]
+    assert int(suite.get("failures")) == 1 and "dropped by 3" in failures[0][2].get("message")
+
+    table = (report / "check.md").read_text().splitlines()
+    assert len(table) == 2 + len(gated_entries)
+    assert sum(line.startswith("| FAILED | copa | retrieval |") for line in table) == 1
+    assert sum(line.startswith("| ok |") for line in table) == len(gated_entries) - 1
+
+
+def test_check_report_under_a_file_is_refused_before_anything_runs(gated, tmp_path, capsys):
+    store, baseline = gated
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["check", "--baseline", str(baseline), "--results", str(store), "--report", str(blocker)]) == 2
+    assert "--report" in capsys.readouterr().err
