@@ -664,6 +664,9 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
             path = out / f"{table.name}.{EXTENSIONS[fmt]}"
             write_atomic(path, render(table, fmt))
             written.append(path)
+    if "csv" in formats:
+        write_atomic(out / "summary.csv", tidy_csv(summary))
+        written.append(out / "summary.csv")
     if plots is None:
         plots = [(t, m) for t, m in HEADLINE.items() if ((summary.task == t) & (summary.metric == m)).any()]
     for task, metric in plots:
@@ -672,6 +675,14 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
             if path is not None:
                 written.append(path)
     return tables, written
+
+
+def tidy_csv(summary: pd.DataFrame) -> str:
+    """Every (model, task, variant, metric) of the tables as numbers at full precision, one per line: mean, std
+    and the seed count in their own columns, empty where not applicable (``status`` n/a, its ``reason`` given)."""
+    buffer = io.StringIO()
+    summary.to_csv(buffer, index=False, lineterminator="\n", float_format="%.10g")
+    return buffer.getvalue()
 
 
 def parse_plot(value: str) -> tuple[str, str]:

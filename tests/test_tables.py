@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import cli, gate, results, tables
@@ -160,7 +162,23 @@ def test_one_format_and_a_chosen_plot(store, tmp_path):
     out = tmp_path / "t"
     assert main(["table", "--results", str(store), "--out", str(out), "--format", "csv",
                  "--plot", "retrieval:r_mean"]) == 0
-    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * 4 + [".png"] * 2
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * 5 + [".png"] * 2
+
+
+def test_summary_csv_is_tidy_and_numeric(store, tmp_path):
+    out = tmp_path / "t"
+    assert main(["table", "--results", str(store), "--out", str(out), "--format", "csv"]) == 0
+    tidy = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
+    assert list(tidy.columns) == ["model", "task", "variant", "metric", "mean", "std", "n", "seeds", "status",
+                                  "reason"]
+    assert tidy["mean"].dtype == float and tidy["std"].dtype == float and tidy["n"].dtype == int
+    expected = tables.summarize(tables.load_rows(store))
+    got = tidy.fillna({"variant": "", "reason": "", "seeds": ""}).set_index(["model", "task", "variant", "metric"])
+    for r in expected.itertuples():
+        row_ = got.loc[(r.model, r.task, r.variant, r.metric)]
+        assert row_["n"] == r.n and row_["status"] == r.status
+        assert (math.isnan(r.mean) and math.isnan(row_["mean"])) or row_["mean"] == pytest.approx(r.mean, rel=1e-9)
+    assert tidy[tidy.status == "n/a"]["mean"].isna().all()
 
 
 def test_truncated_last_line_is_kept_out_of_the_tables(store):
