@@ -358,6 +358,19 @@ def _(tmp, bench, ckpt):
     return ["data", "make", "--out", str(tmp / "new"), "--seed", "-1"], ["--seed"]
 
 
+@case("image-is-a-named-pipe")
+def _(tmp, bench, ckpt):
+    root = _bench_copy(tmp, bench)
+    (root / "images").unlink()
+    (root / "images").mkdir()
+    for entry in (bench / "images").iterdir():
+        os.symlink(entry, root / "images" / entry.name)
+    for entry in (root / "images").glob("synth_val_*"):
+        entry.unlink()
+        os.mkfifo(entry)
+    return ["data", "check", str(root), "--split", "val"], ["synth_val_", "image", "named pipe"]
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink()
             else "dir" for p in sorted(root.rglob("*"))}

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from copa.patch_labels import box_patch_overlap, patch_labels_from_boxes
+from harness.data.io import check_regular_file
 from harness.errors import InputError
 from harness.registry import TRANSFORMS
 
@@ -19,7 +20,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def read_rgb(path: str) -> Image.Image:
-    """Decode an image file fully; a missing or corrupt file is an InputError naming it."""
+    """Decode an image file fully; a missing or corrupt file is an InputError naming it. A path that is
+    not a regular file (a named pipe would block the open forever) is refused before it is opened."""
+    check_regular_file(path, "image")
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
