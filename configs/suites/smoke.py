@@ -1,4 +1,4 @@
-"""smoke: every model on every task at tiny scale, one seed, in about 7 minutes on 2 cores; CI runs it and gates
+"""smoke: every model on every task at tiny scale, one seed, in about 5 minutes on 2 idle cores; CI runs it and gates
 it against results/baseline/smoke.json. Schedules are short (fine-tuning at batch 16, which learns more per
 second than the task configs' larger batches) and evaluation sets small: the figures catch regressions, they
 are not for papers (see the paper suite). Each table's `chance` row is the floor; the README says which
