@@ -19,7 +19,6 @@ import math
 import os
 import re
 import sys
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -516,20 +515,9 @@ def _register_everything() -> None:
     import copa.build  # noqa: F401
     import harness.data.collate  # noqa: F401
     import harness.data.datasets  # noqa: F401
-
-    with quiet_fvcore_import():
-        import harness.hooks  # noqa: F401  (imports fvcore, through harness.profiling.flops)
+    import harness.hooks  # noqa: F401
     import harness.metrics  # noqa: F401
     import harness.tasks  # noqa: F401
-
-
-@contextlib.contextmanager
-def quiet_fvcore_import():
-    """fvcore scripts a function with ``torch.jit.script`` when imported, which recent torch answers with a
-    two-line FutureWarning on every run: silence that one message, only around the import."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-        yield
 
 
 _CONSOLE_NOISE = (

@@ -12,23 +12,19 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 from harness.errors import InputError
-
-with warnings.catch_warnings():  # fvcore, imported by the FLOP counter, warns that torch.jit.script is deprecated
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    from harness.profiling.efficiency import (
-        format_table,
-        format_task_table,
-        is_pair_only,
-        parse_tasks,
-        profile_models,
-        profile_tasks,
-        skipped_tasks,
-        write_csv,
-        write_json,
-    )
+from harness.profiling.efficiency import (
+    format_table,
+    format_task_table,
+    is_pair_only,
+    parse_tasks,
+    profile_models,
+    profile_tasks,
+    skipped_tasks,
+    write_csv,
+    write_json,
+)
 from harness.profiling.speed import pin_threads
 
 

@@ -14,14 +14,18 @@ gather and scatter. They are cheap next to the matmuls and are listed, with how 
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
+
+with warnings.catch_warnings():  # fvcore scripts a function with torch.jit.script on import: a FutureWarning each run
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 
 def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
