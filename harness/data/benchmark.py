@@ -12,6 +12,9 @@ Layout of a generated directory::
     vqa/v2_synth_{split}_annotations.json           VQA v2 annotations (ten answers each)
     nlvr2/{split}.json                              NLVR2 jsonl; images in nlvr2/images/{split}/
     refcoco/refs(synth).json                        RefCOCO refs (JSON instead of pickle)
+    vision_pool/{split}/{class}/{class}_{n:05d}.png single-object images in ImageNet's folder-per-class layout,
+    vision_pool/classes.json                        drawn apart from the caption images: the ViT initialisation
+                                                    learns from their class labels, and sees no box
     tokenizer/vocab.txt                             WordPiece vocabulary trained on train text
     MANIFEST.json                                   what was generated, and the content hash
 """
@@ -33,13 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import language
-from harness.data.scenes import CATEGORIES, SceneSpec, draw_scene
+from harness.data.scenes import CATEGORIES, COLOURS, SceneSpec, draw_scene
 from harness.data.tokenizer import train_wordpiece
 from harness.errors import InputError
 
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = 3  # 2: NLVR2 templates True half the time; counting questions draw the count first
+GENERATOR_VERSION = 4  # 2: NLVR2 templates True half the time; counting questions draw the count first
 # 3: tiny NLVR2 has 9,000 training pairs (was 1,500, on which every model stayed at chance) and 500 val/test pairs
+# 4: the vision pool (single-object images labelled by class) that the ViT initialisation trains on
+POOL_SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Preset:
     scene: SceneSpec
     images: dict[str, int]
     nlvr2_pairs: dict[str, int]
+    pool_scene: SceneSpec
+    pool_per_class: dict[str, int]
     captions_per_image: int = 5
     questions_per_image: int = 3
 
@@ -56,11 +63,15 @@ PRESETS: dict[str, Preset] = {
         scene=SceneSpec(image_size=64, min_objects=4, max_objects=7, min_object=9, max_object=17),
         images={"train": 3000, "val": 500, "test": 500},
         nlvr2_pairs={"train": 9000, "val": 500, "test": 500},
+        pool_scene=SceneSpec(image_size=64, min_objects=1, max_objects=1, min_object=9, max_object=32),
+        pool_per_class={"train": 100, "val": 10},
     ),
     "small": Preset(
         scene=SceneSpec(image_size=224, min_objects=6, max_objects=11, min_object=26, max_object=56),
         images={"train": 10000, "val": 1000, "test": 1000},
         nlvr2_pairs={"train": 5000, "val": 500, "test": 500},
+        pool_scene=SceneSpec(image_size=224, min_objects=1, max_objects=1, min_object=26, max_object=112),
+        pool_per_class={"train": 150, "val": 15},
     ),
 }
 
@@ -91,6 +102,19 @@ def _scene_record(args: tuple[int, int, int, str]) -> dict:
     refs = language.referring_expressions(rng, objects, size)
     return {"png": _png(image), "objects": objects, "captions": captions, "questions": questions,
             "refs": refs[: 2]}
+
+
+def pool_class_dir(colour: str, category: str) -> str:
+    return f"{colour}_{category}".replace(" ", "_")
+
+
+def _pool_record(args: tuple[int, int, int, str, str, str]) -> bytes:
+    """One single-object image of a class (colour, category), from (seed, split, index) alone."""
+    seed, split_idx, index, preset_name, colour, category = args
+    spec = PRESETS[preset_name].pool_scene
+    rng = _rng(seed, 20 + split_idx, index)
+    image, _ = draw_scene(rng, spec, category=category, colour=colour)
+    return _png(image)
 
 
 def _nlvr2_record(args: tuple[int, int, int, str]) -> dict:
@@ -250,6 +274,31 @@ def _generate(root: Path, preset_name: str, seed: int, pta_fraction: float, work
     _write_json(root / "annotations" / "pta_boxes_train.json",
                 {"fraction": pta_fraction, "split": "train", "image_ids": exposed})
     train_wordpiece(train_text, root / "tokenizer")
+    counts["vision_pool"] = _vision_pool(root / "vision_pool", preset_name, seed, workers)
+    return counts
+
+
+def _vision_pool(root: Path, preset_name: str, seed: int, workers: int) -> dict[str, int]:
+    """Single-object images of every (colour, category) class, ImageNet's folder-per-class layout. They are
+    drawn from their own random streams, so they share no image with the caption splits, and no box is
+    written: the ViT initialisation learns from class labels, as an ImageNet one does, and PTA's boxes on a
+    share of the caption training images stay the only box signal a model ever sees."""
+    preset = PRESETS[preset_name]
+    classes = [(colour, category) for colour in COLOURS for category in CATEGORIES]
+    counts = {}
+    for split_idx, split in enumerate(POOL_SPLITS):
+        per_class = preset.pool_per_class[split]
+        jobs = [(seed, split_idx, i, preset_name, *classes[i % len(classes)])
+                for i in range(per_class * len(classes))]
+        progress = _Progress(f"{split} vision pool images", len(jobs))
+        for i, png in enumerate(_map(_pool_record, jobs, workers)):
+            name = pool_class_dir(*classes[i % len(classes)])
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            (root / split / name / f"{name}_{i // len(classes):05d}.png").write_bytes(png)
+            progress.update(i + 1)
+        counts[split] = len(jobs)
+    _write_json(root / "classes.json", [{"dir": pool_class_dir(colour, category), "colour": colour,
+                                         "category": category} for colour, category in classes])
     return counts
 
 

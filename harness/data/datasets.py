@@ -411,3 +411,66 @@ class ReferringDataset(_AnnotationDataset):
                                 "ref_id": ref.get("ref_id", i), "text": text, "bbox": boxes[ann_id],
                                 "height": img["height"], "width": img["width"]})
         return samples
+
+
+def image_class_table(path: str) -> list[dict]:
+    """The classes of an ImageNet-style folder-per-class pool (its ``classes.json``): per class its folder
+    (``dir``), ``category`` and ``colour``."""
+    data = load_json(path)
+    if not isinstance(data, list) or not data:
+        raise InputError(path, None, "must be a non-empty list of classes")
+    for i, entry in enumerate(data):
+        for key in ("dir", "category", "colour"):
+            value = field(entry, key, path, f"[{i}]", str)
+            if not value or (key == "dir" and (os.sep in value or value.startswith("."))):
+                raise InputError(path, f"[{i}].{key}", f"must be a plain non-empty name, got {value!r}")
+    dirs = [entry["dir"] for entry in data]
+    if len(set(dirs)) != len(dirs):
+        raise InputError(path, "dir", "names a folder twice")
+    return data
+
+
+def image_class_labels(table: Sequence[Mapping], single_label: bool = False) -> list[str]:
+    """The class list of a pool: its categories (first-seen order), then its sorted colours and sorted "colour
+    category" pairs, the order :func:`object_label_classes` gives an instances file; ``single_label``: the pairs
+    only (one class per image, as ImageNet)."""
+    if single_label:
+        return [f"{entry['colour']} {entry['category']}" for entry in table]
+    categories = list(dict.fromkeys(entry["category"] for entry in table))
+    colours = sorted({entry["colour"] for entry in table})
+    pairs = sorted({f"{entry['colour']} {entry['category']}" for entry in table})
+    return categories + colours + pairs
+
+
+@DATASETS.register_module()
+class ImageClassDataset(_AnnotationDataset):
+    """An image-classification pool in ImageNet's folder-per-class layout (``{split}/{class dir}/*.png``) whose
+    ``classes.json`` (``ann_file``) says each class's category and colour: per image multi-hot ``labels`` over
+    :func:`image_class_labels` (the category, the colour and the pair). The stand-in for the ImageNet labels a
+    published ViT initialisation learns from: no boxes, and no image of the caption splits."""
+
+    def __init__(self, *args, split: str = "train", single_label: bool = False, **kwargs) -> None:
+        self.split, self.single_label = split, single_label
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        table = image_class_table(self.ann_file)
+        self.classes = image_class_labels(table, self.single_label)
+        index = {name: i for i, name in enumerate(self.classes)}
+        split_dir = os.path.join(os.path.dirname(self.ann_file), self.split)
+        if not os.path.isdir(split_dir):
+            raise InputError(split_dir, "split", f"no folder for split {self.split!r} beside {self.ann_file}")
+        samples = []
+        for entry in table:
+            labels = np.zeros(len(self.classes), dtype=np.float32)
+            for name in (entry["category"], entry["colour"], f"{entry['colour']} {entry['category']}"):
+                if name in index:
+                    labels[index[name]] = 1.0
+            folder = os.path.join(split_dir, entry["dir"])
+            names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".png", ".jpg", ".jpeg"))) \
+                if os.path.isdir(folder) else []
+            if not names:
+                raise InputError(folder, entry["dir"], "class folder holds no image")
+            samples += [{"img_path": os.path.join(folder, n), "image_id": len(samples) + k, "labels": labels}
+                        for k, n in enumerate(names)]
+        return samples

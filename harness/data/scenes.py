@@ -108,9 +108,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def draw_scene(rng: np.random.Generator, spec: SceneSpec) -> tuple[Image.Image, list[SceneObject]]:
+def draw_scene(rng: np.random.Generator, spec: SceneSpec, category: str | None = None,
+               colour: str | None = None) -> tuple[Image.Image, list[SceneObject]]:
     """Draw one scene; objects may touch and partly occlude each other, but each keeps at least
-    ``min_visible`` of its pixels so that it is still there to be named."""
+    ``min_visible`` of its pixels so that it is still there to be named. ``category`` and ``colour`` fix
+    every object's (the vision pool's single-object images of one class)."""
+    fixed_category, fixed_colour = category, colour
     size = spec.image_size
     img = _background(rng, size)
     n_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
@@ -119,8 +122,8 @@ def draw_scene(rng: np.random.Generator, spec: SceneSpec) -> tuple[Image.Image, 
     visible = np.zeros((0, size, size), dtype=bool)
     for _ in range(n_objects):
         for _attempt in range(30):
-            category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-            colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+            category = fixed_category or CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+            colour = fixed_colour or list(COLOURS)[int(rng.integers(len(COLOURS)))]
             obj_size = int(rng.integers(spec.min_object, spec.max_object + 1))
             x0 = int(rng.integers(0, size - obj_size + 1))
             y0 = int(rng.integers(0, size - obj_size + 1))
