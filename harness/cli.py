@@ -7,11 +7,25 @@ import sys
 import time
 from collections.abc import Sequence
 
-from harness.errors import InputError, NotApplicable
+from harness.errors import InputError, NotApplicable, Terminated
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where its help already says it or there is none (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -48,8 +62,13 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
         raise InputError(None, "--workers", f"must be at least 1, got {args.workers}")
     _check_out_dir(args.out, "--out")
     start = time.perf_counter()
-    digest = make_benchmark(args.out, preset=args.preset, seed=args.seed, pta_fraction=args.pta_fraction,
-                            workers=args.workers, force=args.force)
+    try:
+        digest = make_benchmark(args.out, preset=args.preset, seed=args.seed, pta_fraction=args.pta_fraction,
+                                workers=args.workers, force=args.force)
+    except Terminated as e:  # a batch scheduler's stop: cleaned up like Ctrl-C, the shell's status for the signal
+        print(f"copa-bench: {e}: stopped the workers and removed the partial benchmark; {args.out} is as it was",
+              file=sys.stderr)
+        return 128 + e.signum
     print(f"done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     print(f"sha256:{digest}")
     return 0
@@ -158,6 +177,87 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return run_profile(args)
 
 
+def package_version() -> str:
+    """The installed copa-bench's version; from pyproject.toml when running from a checkout that is not installed."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        return version("copa-bench")
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"), re.MULTILINE)
+        except OSError:
+            match = None
+        return match.group(1) if match else "unknown"
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (parsing stays light)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print copa-bench's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"copa-bench {package_version()}")
+        parser.exit(0)
+
+
+def _summary_line(doc: str | None, limit: int = 100) -> str:
+    """The first clause of a docstring, on one line: what ``copa-bench list`` prints beside a name."""
+    import re
+
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = re.split(r"(?<=[.;])\s", text, maxsplit=1)[0].rstrip(".;")
+    return text if len(text) <= limit else text[:limit - 3].rsplit(" ", 1)[0] + "..."
+
+
+def _config_docs(folder) -> dict[str, str]:
+    """name -> one-line description of the configs in a folder, from their docstrings (read, not run)."""
+    import ast
+
+    docs = {}
+    for path in sorted(folder.glob("*.py")):
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            doc = None
+        line = _summary_line(doc)
+        docs[path.stem] = line.removeprefix(f"{path.stem}: ")
+    return docs
+
+
+def _model_docs() -> dict[str, str]:
+    """name -> what the model is, from the registry (copa.build.METHODS): its type or reducer, keep ratio, losses."""
+    from copa.build import METHODS
+
+    docs = {}
+    for name, method in METHODS.items():
+        reducer = method.get("reducer")
+        parts = [method.get("type", "dual-stream VLP")]
+        parts.append(f"reducer {reducer['type']}, keep {method.get('keep_ratio')}" if reducer
+                     else "no token reduction")
+        parts.append("losses " + ", ".join(method.get("losses", ())))
+        docs[name] = "; ".join(parts)
+    return docs
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from harness.suite import CONFIG_DIR
+
+    if args.what == "models":
+        docs = _model_docs()
+    else:
+        docs = _config_docs(CONFIG_DIR.parent / args.what)
+    width = max((len(name) for name in docs), default=0)
+    for name, doc in docs.items():
+        print(f"{name:<{width}}  {doc}".rstrip())
+    return 0
+
+
 LAUNCHER_HELP = "none (one process), pytorch (under torchrun) or slurm (under srun); gloo on CPU"
 PRECISIONS = ("fp32", "bf16", "fp16")  # harness.device.PRECISIONS, literal so that parsing imports no torch
 
@@ -173,14 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.suite import suite_names  # light: no torch or mmengine
 
     parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    listing = sub.add_parser("list", help="the models, tasks or suites copa-bench knows, one per line")
+    listing.add_argument("what", choices=["models", "tasks", "suites"], help="what to list")
+    listing.set_defaults(func=_cmd_list)
 
     data = sub.add_parser("data", help="generate and check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     make = data_sub.add_parser("make", help="generate the offline benchmark (deterministic for a seed)")
     make.add_argument("--out", required=True, help="directory to create")
-    make.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--preset", default="tiny", choices=["tiny", "small"], help="benchmark size")
+    make.add_argument("--seed", type=int, default=0, help="generator seed")
     make.add_argument("--pta-fraction", type=float, default=0.05,
                       help="share of train images whose boxes PTA may use (default 0.05)")
     make.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
@@ -190,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="load every file of a generated benchmark and print its statistics")
     check.add_argument("data", help="benchmark directory")
     check.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
-    check.add_argument("--patch-size", type=int, default=8)
-    check.add_argument("--min-overlap", type=float, default=0.1)
+    check.add_argument("--patch-size", type=int, default=8, help="patch size of the object-to-patch labels checked")
+    check.add_argument("--min-overlap", type=float, default=0.1,
+                       help="share of a patch a box must cover to label it")
     check.set_defaults(func=_cmd_data_check)
 
     train = sub.add_parser("train", help="train a model on a task with the mmengine Runner")
@@ -200,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scale", default="tiny", help="tiny or base")
     train.add_argument("--data", default=None, help="benchmark directory (default: data/tiny, generated if missing)")
     train.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="random seed of the job")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
     train.add_argument("--max-iters", type=int, default=None, help="override the task's schedule length")
     train.add_argument("--checkpoint", default=None,
@@ -220,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--scale", default="tiny", help="tiny or base")
     test.add_argument("--data", default=None, help="benchmark directory (default: data/tiny)")
     test.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
-    test.add_argument("--seed", type=int, default=0)
+    test.add_argument("--seed", type=int, default=0, help="random seed of the job")
     test.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                        help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
     test.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
@@ -228,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(func=_cmd_test)
 
     profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
-    profile.add_argument("--models", default="albef,copa,trips,evit,random,tome,vilt")
+    profile.add_argument("--models", default="albef,copa,trips,evit,random,tome,vilt", help="comma list of models")
     profile.add_argument("--scale", default="base", help="tiny or base")
     profile.add_argument("--image-size", type=_int_list, default=None, help="e.g. 224,384 (default: the scale's)")
     profile.add_argument("--batch", type=int, default=4, help="batch for pairs/s (latency is at batch 1)")
@@ -307,7 +413,8 @@ def _add_results_commands(sub) -> None:
     table = sub.add_parser("table", help="comparison, efficiency and ablation tables and plots from the store")
     table.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
     table.add_argument("--format", default=",".join(_TABLE_FORMATS),
-                       help=f"{'|'.join(_TABLE_FORMATS)}, or several comma-separated (default: all)")
+                       help=f"{'|'.join(_TABLE_FORMATS)}, or several comma-separated (default: all); html also "
+                            "writes index.html, every table and plot on one page")
     table.add_argument("--out", default=_TABLES_OUT, help=f"output directory (default {_TABLES_OUT})")
     table.add_argument("--suite", default=None, help="suite to tabulate (needed when the store holds several)")
     table.add_argument("--paper", default=None, help="paper reference numbers (JSON) shown as '(paper)' columns")

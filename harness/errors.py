@@ -24,3 +24,20 @@ class InputError(Exception):
 
 class NotApplicable(Exception):
     """A task that does not apply to a model (e.g. captioning without a decoder): reported, never run."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a batch scheduler sends to stop a job), raised in the main thread so that the cleanup a
+    Ctrl-C gets runs too. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int = 15) -> None:
+        self.signum = signum
+        super().__init__(signum)
+
+    def __reduce__(self):
+        return type(self), (self.signum,)
+
+    def __str__(self) -> str:
+        import signal
+
+        return f"terminated by {signal.Signals(self.signum).name}"

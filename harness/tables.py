@@ -1,5 +1,6 @@
 """Comparison tables and plots from the results store: the main model x task table, the efficiency table,
-one ablation table per variant family, optional paper reference columns, and Pareto / keep-ratio plots.
+one ablation table per variant family, optional paper reference columns, Pareto / keep-ratio plots (each task's
+chance level drawn), and an index.html report of them all.
 
 Every number is computed from the store's latest rows (a rerun supersedes a row, seeds are aggregated as
 mean ± sample standard deviation), never typed in; every file is written atomically.
@@ -32,6 +33,7 @@ from harness.results import (
     store_file,
     write_atomic,
 )
+from harness.suite import CHANCE
 
 DEFAULT_OUT = "results/tables"
 FORMATS = ("md", "csv", "latex", "html")
@@ -72,6 +74,20 @@ TASK_COST_LABELS = {
     "speedup_time": "speedup (time)",
 }
 MISSING, NOT_APPLICABLE, PLUS_MINUS = "–", "n/a", "±"
+# one place for the readable names of task and metric ids, used in every header people read (md, html, latex)
+LABELS = {
+    # tasks
+    "pretrain": "pre-train", "retrieval_zeroshot": "zero-shot retrieval", "retrieval": "retrieval", "vqa": "VQA",
+    "nlvr2": "NLVR2", "caption": "caption", "grounding": "grounding", "patch_detection": "patch detection",
+    "vision_pretrain": "vision pre-train", "efficiency": "efficiency",
+    # metrics
+    "vqa_acc": "VQA acc.", "r_mean": "R-mean", "itm_auc": "ITM AUC", "itm_acc": "ITM acc.", "itc_r1": "ITC R@1",
+    "acc": "acc.", "cider": "CIDEr", "acc_iou50": "acc@IoU0.5", "patch_auc": "patch AUC",
+    "cider_java_ptb": "CIDEr (Java PTB)",
+    **{f"{side}_r{k}": f"{name} R@{k}" for side, name in (("txt", "text"), ("img", "image")) for k in (1, 5, 10)},
+    **EFFICIENCY_LABELS,
+}
+SUMMARY_COLUMNS = ["model", "task", "variant", "metric", "mean", "std", "n", "seeds", "status", "reason"]
 GMACS_NOTE = ("GMACs = 10^9 multiply-adds (1 MAC = 1 FLOP as fvcore counts, attention included) per image-text "
               "pair: one image and 40 text tokens through the vision, text and fusion encoders.")
 
@@ -84,6 +100,9 @@ class Table:
     title: str
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # the numbers behind the cells, one summary row (SUMMARY_COLUMNS) per cell with the table ``column`` it sits
+    # in: the table's CSV, so that a reader of the CSV gets numbers, not "71.2 ± 0.4"
+    numbers: pd.DataFrame | None = None
 
 
 @dataclass
@@ -138,8 +157,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
             "status": "ok" if n else "n/a",
             "reason": "" if n else str(group["reason"].iloc[0]),
         })
-    columns = ["model", "task", "variant", "metric", "mean", "std", "n", "seeds", "status", "reason"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
 
 
 def load_paper(path: str | os.PathLike) -> PaperReference:
@@ -190,6 +208,28 @@ def format_cell(mean: float, std: float, n: int, decimals: int) -> str:
     return text if n < 2 or not math.isfinite(std) else f"{text} {PLUS_MINUS} {std:.{decimals}f}"
 
 
+def column_label(column: str) -> str:
+    """A column id as a reader's header: "vqa vqa_acc" -> "VQA acc.", "retrieval r_mean (paper)" -> "retrieval
+    R-mean (paper)". Ids stay the keys of the frames (and of the CSVs); only what people read is relabelled."""
+    words = [LABELS.get(w, w.replace("_", " ")) for w in column.split(" ")]
+    if len(words) > 1 and column.split(" ")[0] in LABELS and words[0].split(" ")[0].lower() == \
+            words[1].split(" ")[0].lower():
+        words = words[1:]  # "VQA VQA acc." reads "VQA acc."
+    return " ".join(words)
+
+
+def _number(r, column: str, metric: str | None = None) -> dict:
+    """A cell's summary row (``summarize``'s itertuples) for the table's CSV; ``metric`` names a wildcard row's."""
+    record = {"column": column, **{key: getattr(r, key) for key in SUMMARY_COLUMNS}}
+    if metric is not None:
+        record["metric"] = metric
+    return record
+
+
+def _numbers(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(records, columns=["column", *SUMMARY_COLUMNS])
+
+
 def _model_order(models) -> list[str]:
     present = set(models)
     return [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
@@ -208,7 +248,8 @@ def variant_family(variant: str) -> str | None:
     return match.group() if match else variant
 
 
-def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, variant: str) -> list[str]:
+def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, variant: str,
+            numbers: list[dict], column: str) -> list[str]:
     sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.variant == variant)]
     by_model = {r.model: r for r in sel.itertuples()}
     # a job that did not apply is one n/a row with metric "*": every metric of that task is n/a
@@ -225,6 +266,8 @@ def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, va
             cells.append(NOT_APPLICABLE)
         else:
             cells.append(format_cell(r.mean, r.std, r.n, decimals))
+        if r is not None:
+            numbers.append(_number(r, column, metric))
     return cells
 
 
@@ -275,6 +318,7 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
     paper_rows = paper.rows if paper else []
     models += [m for m in dict.fromkeys(r["model"] for r in paper_rows) if m not in models]
     columns: dict[str, list[str]] = {"model": models}
+    numbers: list[dict] = []
     paper_keys = list(dict.fromkeys((r["task"], r["metric"]) for r in paper_rows))
 
     def add_paper(task: str, metric: str, label: str) -> None:
@@ -282,23 +326,26 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
             paper_keys.remove((task, metric))
             values = {r["model"]: r["value"] for r in paper_rows if (r["task"], r["metric"]) == (task, metric)}
             columns[f"{label} (paper)"] = [_plain(values[m]) if m in values else MISSING for m in models]
+            numbers.extend({"column": f"{label} (paper)", "model": m, "task": task, "variant": "", "metric": metric,
+                            "mean": values[m], "std": math.nan, "n": 0, "seeds": "", "status": "paper",
+                            "reason": ""} for m in models if m in values)
 
     for task in tasks:
         label = f"{task} {HEADLINE[task]}"
-        columns[label] = _column(summary, models, task, HEADLINE[task], "")
+        columns[label] = _column(summary, models, task, HEADLINE[task], "", numbers, label)
         add_paper(task, HEADLINE[task], label)
     size = _efficiency_variant(summary)
     if size is not None:
         for metric in ("gmacs", "pairs_per_s"):
             if ((summary.task == EFFICIENCY_TASK) & (summary.metric == metric) & (summary.variant == size)).any():
                 label = EFFICIENCY_LABELS[metric] + (f" @{size}px" if size else "")
-                columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size)
+                columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size, numbers, label)
                 add_paper(EFFICIENCY_TASK, metric, EFFICIENCY_LABELS[metric])
         speedups = [m for m in MAIN_SPEEDUPS
                     if ((summary.task == EFFICIENCY_TASK) & (summary.metric == m) & (summary.variant == size)).any()]
         for metric in speedups:
             label = MAIN_SPEEDUPS[metric] + (f" @{size}px" if size else "")
-            columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size)
+            columns[label] = _column(summary, models, EFFICIENCY_TASK, metric, size, numbers, label)
             add_paper(EFFICIENCY_TASK, metric, MAIN_SPEEDUPS[metric])
     for task, metric in list(paper_keys):
         add_paper(task, metric, EFFICIENCY_LABELS.get(metric, f"{task} {metric}"))
@@ -313,7 +360,8 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
         notes.append(_provenance_note(rows))
     if paper:
         notes.append(f"(paper) columns: {paper.citation}")
-    return Table("main", "Main comparison (headline metric per task)", pd.DataFrame(columns), notes)
+    return Table("main", "Main comparison (headline metric per task)", pd.DataFrame(columns), notes,
+                 _numbers(numbers))
 
 
 def _caption_tokenizer_note(summary: pd.DataFrame) -> list[str]:
@@ -337,6 +385,7 @@ def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) ->
     keys = [(m, v) for m in _model_order(eff.model) for v in variants
             if ((eff.model == m) & (eff.variant == v)).any()]
     columns: dict[str, list[str]] = {"model": [m for m, _ in keys]}
+    numbers: list[dict] = []
     if variants != [""]:
         columns["px" if by_size else "variant"] = [v or "default" for _, v in keys]
     for metric, label in EFFICIENCY_LABELS.items():
@@ -350,13 +399,15 @@ def efficiency_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) ->
             r = by_key.get(key)
             cells.append(MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
                          else format_cell(r.mean, r.std, r.n, decimals))
+            if r is not None:
+                numbers.append(_number(r, label))
         columns[label] = cells
     notes = [_seed_note(eff), GMACS_NOTE,
              "pairs/s and latency: medians of interleaved timed rounds on the machine below (absolute numbers are "
              "machine-dependent); speedups are ratios to the reference model measured in the same process."]
     if rows is not None:
         notes.append(_provenance_note(rows[rows.task == EFFICIENCY_TASK]))
-    return Table("efficiency", "Efficiency", pd.DataFrame(columns), notes)
+    return Table("efficiency", "Efficiency", pd.DataFrame(columns), notes, _numbers(numbers))
 
 
 def _task_cost_key(metric: str) -> tuple[str, str, str] | None:
@@ -379,6 +430,7 @@ def task_cost_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> 
     cells = {(r.model, r.variant, key[0], key[1], key[2]): r for r, key in keyed}
     decimals = {q: _decimals([r.mean for r, key in keyed if key[2] == q]) for q in quantities}
     columns: dict[str, list[str]] = {"model": [], "task": [], "phase": []}
+    numbers: list[dict] = []
     if variants != [""]:
         columns["px" if all(v.isdigit() for v in variants if v) else "variant"] = []
     columns.update({TASK_COST_LABELS[q]: [] for q in quantities})
@@ -397,6 +449,8 @@ def task_cost_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> 
                     columns[TASK_COST_LABELS[q]].append(
                         MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
                         else format_cell(r.mean, r.std, r.n, decimals[q]))
+                    if r is not None:
+                        numbers.append(_number(r, TASK_COST_LABELS[q]))
     notes = [_seed_note(eff),
              "GMACs per sample of the task phase (1 MAC = 1 multiply-add, fvcore with attention counted, over the "
              "call the task makes): 'fwd' = the forward; 'step' = one step's estimate, 3 x fwd (forward + backward) "
@@ -406,7 +460,7 @@ def task_cost_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None) -> 
              "'copa-bench profile --tasks' (README, Efficiency profiling)."]
     if rows is not None:
         notes.append(_provenance_note(rows[rows.task == EFFICIENCY_TASK]))
-    return Table("task_costs", "Cost per task and phase", pd.DataFrame(columns), notes)
+    return Table("task_costs", "Cost per task and phase", pd.DataFrame(columns), notes, _numbers(numbers))
 
 
 def variant_families(variants: Sequence[str]) -> dict[str, list[str]]:
@@ -443,6 +497,7 @@ def ablation_tables(rows: pd.DataFrame) -> list[Table]:
         models = _model_order(fam.model)
         records: dict[str, list[str]] = {"model": [], "metric": []}
         cells: dict[str, list[str]] = {v or "default": [] for v in ["", *variants]}
+        numbers: list[dict] = []
         for task, metric in metrics:
             sel = summary[(summary.task == task) & (summary.metric == metric) & summary.variant.isin(["", *variants])]
             decimals = _decimals(sel["mean"].tolist())
@@ -456,9 +511,12 @@ def ablation_tables(rows: pd.DataFrame) -> list[Table]:
                     r = by_key.get((model, v))
                     cells[v or "default"].append(MISSING if r is None else NOT_APPLICABLE if r.status != "ok"
                                                  else format_cell(r.mean, r.std, r.n, decimals))
+                    if r is not None:
+                        numbers.append(_number(r, v or "default"))
         notes = [_seed_note(summary), f"Variants of the '{family}' family; 'default' = the default configuration "
                  f"over the seeds the variants ran ({seeds})."]
-        tables.append(Table(f"ablation_{family}", f"Ablation: {family}*", pd.DataFrame({**records, **cells}), notes))
+        tables.append(Table(f"ablation_{family}", f"Ablation: {family}*", pd.DataFrame({**records, **cells}), notes,
+                            _numbers(numbers)))
     return tables
 
 
@@ -467,37 +525,90 @@ def ablation_tables(rows: pd.DataFrame) -> list[Table]:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  PLUS_MINUS: r"$\pm$", MISSING: "--"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "×": r"$\times$",
+                  "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\rightarrow$", PLUS_MINUS: r"$\pm$", MISSING: "--"}
+TEXT_COLUMNS = ("model", "metric", "task", "phase", "variant")  # left-aligned; every other column holds numbers
+HTML_STYLE = """body { font-family: system-ui, sans-serif; color: #222; max-width: 75em; margin: 2em auto; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { padding: 0.25em 0.8em; text-align: right; border-bottom: 1px solid #ddd; }
+th { border-bottom: 2px solid #444; }
+th:first-child, td:first-child { text-align: left; }
+tbody tr:hover { background: #f4f6fa; }
+.notes { font-size: 0.85em; color: #555; max-width: 60em; }
+.files { font-size: 0.85em; }
+img { max-width: 100%; }
+figure { margin: 1em 0 2em; }"""
 
 
 def _latex_escape(text: object) -> str:
     return re.sub("|".join(re.escape(k) for k in _LATEX_SPECIAL), lambda m: _LATEX_SPECIAL[m.group()], str(text))
 
 
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as people read it: readable headers, and readable task/metric names in the cells that hold them."""
+    shown = frame.rename(columns=column_label)
+    for column in ("metric", "task"):
+        if column in frame.columns:
+            shown[column_label(column)] = frame[column].map(column_label)
+    return shown
+
+
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML document (opens from disk in any browser, no external files but the images it links)."""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>\n{HTML_STYLE}\n</style>\n</head>\n<body>\n{body}</body>\n"
+            f"</html>\n")
+
+
+def _html_table(table: Table, level: int = 2) -> str:
+    body = _display(table.frame).to_html(index=False, escape=True, border=0)
+    notes = "".join(f"<p>{html.escape(n)}</p>\n" for n in table.notes)
+    return (f"<h{level}>{html.escape(table.title)}</h{level}>\n{body}\n"
+            + (f'<div class="notes">\n{notes}</div>\n' if notes else ""))
+
+
+def _latex(table: Table) -> str:
+    """A booktabs ``table`` float: caption = the title, notes as a footnote-sized paragraph under the tabular."""
+    shown = _display(table.frame)
+    align = "".join("l" if i == 0 or c in TEXT_COLUMNS else "r" for i, c in enumerate(table.frame.columns))
+    lines = [f"% {table.title}: generated by copa-bench table; needs \\usepackage{{booktabs}}",
+             r"\begin{table}[htbp]", r"\centering", rf"\caption{{{_latex_escape(table.title)}}}",
+             rf"\label{{tab:{table.name}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(_latex_escape(c) for c in shown.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in shown.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize\raggedright"]
+        lines += [_latex_escape(n) + r"\par" for n in table.notes]
+        lines.append(r"\end{minipage}")
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
 def render(table: Table, fmt: str) -> str:
-    """The table as Markdown, CSV, LaTeX (tabular) or HTML; all but CSV carry the title and notes."""
+    """The table as Markdown, CSV, LaTeX (a booktabs table float) or HTML (a standalone page).
+
+    Markdown, LaTeX and HTML are for reading: readable headers (:func:`column_label`), cells "mean ± std", the
+    title and notes. CSV is for reading back: one line per cell with its numbers (:func:`tidy_csv`)."""
     frame = table.frame
     if fmt == "md":
-        lines = [f"### {table.title}", "", "| " + " | ".join(frame.columns) + " |",
-                 "|" + "|".join("---" for _ in frame.columns) + "|"]
+        shown = _display(frame)
+        lines = [f"### {table.title}", "", "| " + " | ".join(shown.columns) + " |",
+                 "|" + "|".join("---" for _ in shown.columns) + "|"]
         lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
-                  for row in frame.itertuples(index=False)]
+                  for row in shown.itertuples(index=False)]
         return "\n".join(lines + [""] + [f"{n}  " if i < len(table.notes) - 1 else n
                                          for i, n in enumerate(table.notes)]) + "\n"
     if fmt == "csv":
+        if table.numbers is not None:
+            return tidy_csv(table.numbers)
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False, lineterminator="\n")
         return buffer.getvalue()
     if fmt == "latex":
-        lines = [f"% {table.title} (generated by copa-bench table)"] + [f"% {n}" for n in table.notes]
-        lines += [r"\begin{tabular}{l" + "r" * (len(frame.columns) - 1) + "}", r"\hline",
-                  " & ".join(_latex_escape(c) for c in frame.columns) + r" \\", r"\hline"]
-        lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in frame.itertuples(index=False)]
-        return "\n".join(lines + [r"\hline", r"\end{tabular}"]) + "\n"
+        return _latex(table)
     if fmt == "html":
-        body = frame.to_html(index=False, escape=True, border=0)
-        notes = "".join(f"<p>{html.escape(n)}</p>\n" for n in table.notes)
-        return f"<h3>{html.escape(table.title)}</h3>\n{body}\n{notes}"
+        return html_page(table.title, _html_table(table, level=1))
     raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
 
 
@@ -527,17 +638,45 @@ def _metric_points(summary: pd.DataFrame, task: str, metric: str, variant: str =
     return sel.set_index("model")[["mean", "std", "n"]]
 
 
-def plot_pareto(summary: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
-    """Accuracy (``task``/``metric``) against GMACs and against measured pairs/s, Pareto fronts drawn.
+def chance_level(summary: pd.DataFrame, task: str, metric: str) -> float | None:
+    """The task's floor (the model ``chance``'s default-variant row, harness/chance.py); None when not recorded."""
+    sel = _metric_points(summary[summary.model == CHANCE], task, metric)
+    return float(sel["mean"].iloc[0]) if not sel.empty else None
 
-    None (nothing written) when no model has both the metric and efficiency rows.
-    """
+
+def _draw_chance(ax, level: float | None) -> None:
+    """The floor as a labelled dashed line: a point is read against it ("above chance" is otherwise a guess)."""
+    if level is None:
+        return
+    ax.axhline(level, linestyle="--", linewidth=1, color="0.45", label=CHANCE, zorder=1)
+    ax.annotate(CHANCE, (1.0, level), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                textcoords="offset points", ha="right", va="bottom", fontsize=8, color="0.35")
+
+
+def label_offsets(xs: Sequence[float], ys: Sequence[float], gap: float = 0.06,
+                  step: float = 11.0) -> list[tuple[float, float]]:
+    """Offsets (points) of the point labels: a label whose point lies within ``gap`` (as a fraction of each axis'
+    span) of earlier points' goes one line lower per such point, so models at the same cost stay readable.
+    Deterministic: it depends only on the points and their order."""
+    def span(values: Sequence[float]) -> float:
+        return (max(values) - min(values)) or 1.0
+
+    sx, sy = span(xs), span(ys)
+    offsets = []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        close = sum(1 for j in range(i) if abs(xs[j] - x) / sx < gap and abs(ys[j] - y) / sy < gap)
+        offsets.append((5.0, 4.0 - step * close))
+    return offsets
+
+
+def pareto_figure(summary: pd.DataFrame, task: str, metric: str):
+    """The figure of :func:`plot_pareto` (not saved); None when no model has both the metric and efficiency rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    acc = _metric_points(summary, task, metric)
+    acc = _metric_points(summary[summary.model != CHANCE], task, metric)
     size = _efficiency_variant(summary)
     if acc.empty or size is None:
         return None
@@ -549,28 +688,45 @@ def plot_pareto(summary: pd.DataFrame, task: str, metric: str, path: str | os.Pa
             panels.append((eff_metric, lower_better, eff, models))
     if not panels:
         return None
+    chance = chance_level(summary, task, metric)
+    name = column_label(f"{task} {metric}")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (_, lower_better, eff, models) in zip(axes[0], panels, strict=True):
         xs = [float(eff.loc[m, "mean"]) for m in models]
         ys = [float(acc.loc[m, "mean"]) for m in models]
         yerr = [0.0 if not math.isfinite(acc.loc[m, "std"]) else float(acc.loc[m, "std"]) for m in models]
         ax.errorbar(xs, ys, yerr=yerr, fmt="o", capsize=3, color="tab:blue")
-        for x, y, m in zip(xs, ys, models, strict=True):
-            ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        for x, y, m, offset in zip(xs, ys, models, label_offsets(xs, ys), strict=True):
+            ax.annotate(m, (x, y), textcoords="offset points", xytext=offset, fontsize=9)
         front = pareto_front(xs, ys, lower_better)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", drawstyle="steps-post", color="tab:red",
                 label="Pareto front")
+        _draw_chance(ax, chance)
         ax.set_xlabel("GMACs per image-text pair (lower is better)" if lower_better
                       else "measured pairs/s (higher is better)")
-        ax.set_ylabel(f"{task} {metric}")
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"{task} {metric} against cost" + (f" ({size}px)" if size else ""))
+    fig.suptitle(f"{name} against cost" + (f" ({size}px)" if size else ""))
     fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path | None:
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     _atomic_png(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_pareto(summary: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
+    """Accuracy (``task``/``metric``) against GMACs and against measured pairs/s, Pareto fronts and the task's
+    chance level drawn. None (nothing written) when no model has both the metric and efficiency rows."""
+    return _save(pareto_figure(summary, task, metric), path)
 
 
 def _keep_ratio(model: str, variant: str) -> float | None:
@@ -595,31 +751,36 @@ def keep_ratio_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFram
             .drop_duplicates(subset=["model", "ratio"]).sort_values(["model", "ratio"], ignore_index=True))
 
 
-def plot_keep_ratio(rows: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
-    """Accuracy against the keep ratio (``keep_ratio_points``), one line per model; None without keep* rows."""
+def keep_ratio_figure(rows: pd.DataFrame, task: str, metric: str):
+    """The figure of :func:`plot_keep_ratio` (not saved); None without keep* rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sel = keep_ratio_points(rows, task, metric)
+    sel = keep_ratio_points(rows[rows.model != CHANCE], task, metric)
     if sel.empty:
         return None
+    name = column_label(f"{task} {metric}")
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for model in _model_order(sel.model):
         points = sel[sel.model == model]
         std = np.nan_to_num(points["std"].to_numpy(dtype=float))
         ax.errorbar(points["ratio"], points["mean"], yerr=std, marker="o", capsize=3, label=model)
+    _draw_chance(ax, chance_level(summarize(rows[rows.model == CHANCE]), task, metric))
     ax.set_xlabel("keep ratio")
-    ax.set_ylabel(f"{task} {metric}")
+    ax.set_ylabel(name)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{task} {metric} against the keep ratio")
+    ax.set_title(f"{name} against the keep ratio")
     fig.tight_layout()
-    path = Path(path)
-    _atomic_png(fig, path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_keep_ratio(rows: pd.DataFrame, task: str, metric: str, path: str | os.PathLike) -> Path | None:
+    """Accuracy against the keep ratio (``keep_ratio_points``), one line per model, the chance level dashed;
+    None without keep* rows."""
+    return _save(keep_ratio_figure(rows, task, metric), path)
 
 
 # ------------------------------------------------------------------------------------------------- writing
@@ -645,7 +806,8 @@ def tables_from_rows(rows: pd.DataFrame, paper: PaperReference | None = None) ->
 def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os.PathLike = DEFAULT_OUT,
                  formats: Sequence[str] = FORMATS, suite: str | None = None, paper: PaperReference | None = None,
                  plots: Sequence[tuple[str, str]] | None = None) -> tuple[list[Table], list[Path]]:
-    """Write every table in every format and the plots into ``out_dir``; returns the tables and the files.
+    """Write every table in every format and the plots into ``out_dir``, and with HTML an ``index.html`` report of
+    them all; returns the tables and the files.
 
     ``plots``: (task, metric) pairs to plot; default every headline metric present.
     """
@@ -669,17 +831,54 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
         written.append(out / "summary.csv")
     if plots is None:
         plots = [(t, m) for t, m in HEADLINE.items() if ((summary.task == t) & (summary.metric == m)).any()]
+    figures: list[tuple[Path, str]] = []
     for task, metric in plots:
-        for path in (plot_pareto(summary, task, metric, out / f"pareto_{task}_{metric}.png"),
-                     plot_keep_ratio(rows, task, metric, out / f"keep_{task}_{metric}.png")):
+        name = column_label(f"{task} {metric}")
+        for path, caption in ((plot_pareto(summary, task, metric, out / f"pareto_{task}_{metric}.png"),
+                               f"{name} against cost (GMACs, pairs/s)"),
+                              (plot_keep_ratio(rows, task, metric, out / f"keep_{task}_{metric}.png"),
+                               f"{name} against the keep ratio")):
             if path is not None:
                 written.append(path)
+                figures.append((path, caption))
+    if "html" in formats:
+        index = out / "index.html"
+        write_atomic(index, index_html(tables, [p.name for p in written], figures, str(rows.suite.iloc[0])))
+        written.append(index)
     return tables, written
 
 
+def index_html(tables: Sequence[Table], files: Sequence[str], figures: Sequence[tuple[Path, str]],
+               suite: str) -> str:
+    """One page with every table (and links to its files) and every plot (linked relatively, so the out dir can be
+    moved or opened from disk), each with its heading and notes: the report to open first."""
+    esc = html.escape
+    contents = [f'<li><a href="#{esc(t.name)}">{esc(t.title)}</a></li>' for t in tables]
+    if figures:
+        contents.append('<li><a href="#plots">Plots</a></li>')
+    body = [f"<h1>copa-bench results: suite {esc(suite)}</h1>", "<nav>\n<ul>\n" + "\n".join(contents)
+            + "\n</ul>\n</nav>"]
+    for table in tables:
+        links = [f'<a href="{esc(name)}">{esc(name.rpartition(".")[2])}</a>' for name in files
+                 if name.rpartition(".")[0] == table.name]
+        body.append(f'<section id="{esc(table.name)}">\n{_html_table(table)}'
+                    + (f'<p class="files">Files: {" · ".join(links)}</p>\n' if links else "") + "</section>")
+    if figures:
+        body.append('<section id="plots">\n<h2>Plots</h2>')
+        for path, caption in figures:
+            body.append(f'<figure>\n<h3>{esc(caption)}</h3>\n<a href="{esc(path.name)}"><img src="{esc(path.name)}" '
+                        f'alt="{esc(caption)}"></a>\n</figure>')
+        body.append("</section>")
+    if "summary.csv" in files:
+        body.append('<p class="files">Every number at full precision, one line per (model, task, variant, metric): '
+                    '<a href="summary.csv">summary.csv</a></p>')
+    return html_page(f"copa-bench results: suite {suite}", "\n".join(body) + "\n")
+
+
 def tidy_csv(summary: pd.DataFrame) -> str:
-    """Every (model, task, variant, metric) of the tables as numbers at full precision, one per line: mean, std
-    and the seed count in their own columns, empty where not applicable (``status`` n/a, its ``reason`` given)."""
+    """Summary rows (``summarize``'s, or a table's ``numbers``) as numbers at full precision, one per line: mean,
+    std and the seed count in their own columns, empty where not applicable (``status`` n/a, its ``reason`` given),
+    so that ``pandas.read_csv`` reads numbers back."""
     buffer = io.StringIO()
     summary.to_csv(buffer, index=False, lineterminator="\n", float_format="%.10g")
     return buffer.getvalue()

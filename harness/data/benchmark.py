@@ -24,12 +24,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +41,7 @@ import numpy as np
 from harness.data import language
 from harness.data.scenes import CATEGORIES, COLOURS, SceneSpec, draw_scene
 from harness.data.tokenizer import train_wordpiece
-from harness.errors import InputError
+from harness.errors import InputError, Terminated
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 4  # 2: NLVR2 templates True half the time; counting questions draw the count first
@@ -127,12 +130,43 @@ def _nlvr2_record(args: tuple[int, int, int, str]) -> dict:
     return {"png": (_png(left_img), _png(right_img)), "sentence": sentence, "label": label}
 
 
+_LIVE_POOLS: set = set()  # worker pools of a generation under way, stopped at once when it fails or is stopped
+
+
+def _worker_init() -> None:
+    """Workers leave signals to the parent: Ctrl-C's SIGINT (sent to the whole process group) is ignored and
+    SIGTERM ends them at once, so the parent's ``terminate()`` is all it takes and no worker prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _map(fn: Callable, jobs: list, workers: int) -> Iterator:
+    """``map(fn, jobs)`` in order, over ``workers`` processes. A ``multiprocessing`` pool, not a
+    ``ProcessPoolExecutor``: on an error, Ctrl-C or SIGTERM its workers are terminated, where the executor
+    waits for the work it has queued and, when its parent is killed, leaves them running."""
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, jobs, chunksize=64)
+    pool = multiprocessing.Pool(workers, initializer=_worker_init)
+    _LIVE_POOLS.add(pool)
+    try:
+        yield from pool.imap(fn, jobs, chunksize=64)
+    except BaseException:  # GeneratorExit too: the consumer stopped early
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+        _LIVE_POOLS.discard(pool)
+
+
+def _stop_workers() -> None:
+    """Terminate every worker pool still running (the generator holding one may not be closed yet)."""
+    for pool in list(_LIVE_POOLS):
+        pool.terminate()
+        pool.join()
+        _LIVE_POOLS.discard(pool)
 
 
 class _Progress:
@@ -313,7 +347,9 @@ def make_benchmark(
     """Generate the benchmark into ``out`` and return its content hash.
 
     Everything is written into a hidden sibling directory that is renamed to ``out`` only when
-    complete, so a failed or interrupted run never leaves a dataset that looks whole. Asking again
+    complete, so a failed or interrupted run never leaves a dataset that looks whole. Ctrl-C, SIGTERM
+    (raised as :class:`Terminated`) or an error remove it and stop the workers; the hidden directory of
+    a run that was killed outright is removed by the next run. Asking again
     for the dataset already at ``out`` (same preset, seed and PTA share, files intact) regenerates
     nothing; anything else already at ``out`` is replaced only with ``force``.
     """
@@ -328,17 +364,20 @@ def make_benchmark(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         existing = _existing_digest(out, wanted)
         if existing is not None:
+            _remove_stale_partials(out)
             print(f"{out} already holds this benchmark, intact; nothing to generate", file=sys.stderr)
             return existing
         if not force:
             raise InputError(out, "--out",
                              "already holds other files; remove it, choose another directory or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"generating the '{preset}' benchmark (seed {seed}) into {out}", file=sys.stderr)
+    previous = _on_sigterm_raise()
     try:
         counts = _generate(tmp, preset, seed, pta_fraction, workers)
         digest = content_hash(tmp)
@@ -349,13 +388,68 @@ def make_benchmark(
             os.rename(out, old)
         os.rename(tmp, out)
     except BaseException:
+        if previous is not None:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_workers()
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():  # stopped between the two renames: put the old benchmark back
+            os.rename(old, out)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
     elif old.exists():
         old.unlink()
     return digest
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: the cleanup that follows must run to its end
+    raise Terminated(signum)
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise :class:`Terminated` (as Ctrl-C raises KeyboardInterrupt) so that a batch scheduler's
+    stop removes the partial directory and the workers; returns the handler to restore, None off the main
+    thread (where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.SIG_DFL if previous is None else previous
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # never ours: keep it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove the hidden ``.{out}.partial-{pid}`` directories of runs whose process is gone (killed with
+    SIGKILL, or by a power cut), and their ``.{out}.old-{pid}`` once ``out`` is whole again (before that it
+    may hold the only complete benchmark). A directory of a live process is another run's: it is kept."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not match or _pid_alive(int(match.group(2))) or entry.is_symlink() or not entry.is_dir():
+            continue
+        if match.group(1) == "old" and not (out / "MANIFEST.json").is_file():
+            continue
+        print(f"removing {entry}: left by process {match.group(2)}, which is gone", file=sys.stderr)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _existing_digest(out: Path, wanted: dict) -> str | None:

@@ -1,5 +1,6 @@
 """``copa-bench data check``: load every file of a generated benchmark through the same loaders the
-tasks use, decode every image, and report sizes and the share of text-relevant patches."""
+tasks use (the tokenizer too), decode every image, check it has the size its annotation declares, and report
+sizes and the share of text-relevant patches."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 
 from copa.patch_labels import patch_labels_from_boxes
 from harness.data.benchmark import SPLITS, offline_datasets, read_manifest
+from harness.data.io import check_image_size
+from harness.data.tokenizer import load_tokenizer
 from harness.data.transforms import read_rgb
 from harness.registry import DATASETS
 
@@ -35,6 +38,7 @@ def check_benchmark(
     import harness.data.datasets  # noqa: F401  (registers the dataset classes)
 
     manifest = read_manifest(root)
+    load_tokenizer(os.path.join(root, "tokenizer"))  # every task reads it; a bad one fails here, not mid-run
     lines = [f"benchmark {root}: preset {manifest.get('preset')}, seed {manifest.get('seed')}, "
              f"sha256:{manifest.get('content_sha256')}",
              f"{'split':<6} {'images':>7} {'captions':>9} {'vqa':>6} {'nlvr2':>6} {'refs':>6} {'relevant patches':>17}"]
@@ -43,11 +47,17 @@ def check_benchmark(
         for kind in ("instances", "captions"):  # after our checks, which name the bad field
             with contextlib.redirect_stdout(io.StringIO()):
                 COCO(os.path.join(root, "annotations", f"{kind}_{split}.json"))
-        paths = {built["captions"].get_data_info(i)["img_path"] for i in range(len(built["captions"]))}
+        declared: dict[str, tuple[int, int]] = {}
+        for i in range(len(built["captions"])):
+            info = built["captions"].get_data_info(i)
+            declared[info["img_path"]] = (info["height"], info["width"])
+        paths = set(declared)
         for i in range(len(built["nlvr2"])):
             paths.update(built["nlvr2"].get_data_info(i)["img_paths"])
         for path in sorted(paths):
-            read_rgb(path)
+            image = read_rgb(path)
+            if path in declared:
+                check_image_size(path, (image.height, image.width), declared[path], built["captions"].ann_file)
         fraction = relevant_patch_fraction(built["captions"], patch_size, min_overlap)
         lines.append(f"{split:<6} {len(built['retrieval']):>7} {len(built['captions']):>9} {len(built['vqa']):>6} "
                      f"{len(built['nlvr2']):>6} {len(built['grounding']):>6} {fraction:>16.1%}")

@@ -7,6 +7,7 @@ every record it uses; a bad one is an InputError naming the file and the field.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -15,7 +16,7 @@ from mmengine.dataset import BaseDataset
 
 import harness.data.transforms  # noqa: F401  (registers the transforms)
 from copa.patch_labels import mentioned_categories
-from harness.data.io import check_box, field, load_json, load_jsonl, load_plain_pickle
+from harness.data.io import check_box, check_image_size, field, image_side, load_json, load_jsonl, load_plain_pickle
 from harness.errors import InputError
 from harness.registry import DATASETS, TRANSFORMS
 
@@ -25,18 +26,44 @@ def _join(*parts: str) -> str:
 
 
 def _image_table(path: str, images: object) -> dict[int, dict]:
+    """A COCO file's ``images`` by id. A repeated id is refused (the later entry would silently replace the
+    earlier one), and so is a size that is not a positive whole number (a 0-high image has no patches)."""
     if not isinstance(images, list):
         raise InputError(path, "images", "expected a list")
-    table = {}
+    table: dict[int, dict] = {}
+    first: dict[int, int] = {}
     for i, img in enumerate(images):
         where = f"images[{i}]"
         image_id = field(img, "id", path, where, int)
+        if image_id in first:
+            raise InputError(path, f"{where}.id", f"duplicate image id {image_id} (also images[{first[image_id]}])")
+        first[image_id] = i
         table[image_id] = {
             "file_name": field(img, "file_name", path, where, str),
-            "height": field(img, "height", path, where, int),
-            "width": field(img, "width", path, where, int),
+            "height": image_side(img, "height", path, where),
+            "width": image_side(img, "width", path, where),
         }
     return table
+
+
+def _unique_id(seen: dict, value: object, path: str, where: str, what: str) -> None:
+    """Refuse an id already seen in the same list, where a table keyed by it would keep only the later entry."""
+    if value in seen:
+        raise InputError(path, where, f"duplicate {what} {value!r} (also {seen[value]})")
+    seen[value] = where.rsplit(".", 1)[0]
+
+
+def _pta_image_ids(path: str) -> set[int]:
+    """The image ids of a PTA box file (``annotations/pta_boxes_train.json``), each a JSON integer: a string,
+    a float or a bool would otherwise be coerced by ``int()`` (``"7"``, ``7.9`` and ``true`` all naming some
+    image) and a list would be a traceback."""
+    ids = set()
+    for i, value in enumerate(field(load_json(path), "image_ids", path, "", list)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(path, f"image_ids[{i}]", f"expected an integer image id, got {type(value).__name__} "
+                             f"{json.dumps(value)[:40]}")
+        ids.add(value)
+    return ids
 
 
 def load_coco_instances(path: str) -> tuple[dict[int, str], dict[int, dict], dict[int, list[dict]]]:
@@ -44,12 +71,18 @@ def load_coco_instances(path: str) -> tuple[dict[int, str], dict[int, dict], dic
     data = load_json(path)
     images = _image_table(path, field(data, "images", path, "", list))
     categories = {}
+    category_seen: dict = {}
     for i, cat in enumerate(field(data, "categories", path, "", list)):
-        categories[field(cat, "id", path, f"categories[{i}]", int)] = field(cat, "name", path, f"categories[{i}]", str)
+        category_id = field(cat, "id", path, f"categories[{i}]", int)
+        _unique_id(category_seen, category_id, path, f"categories[{i}].id", "category id")
+        categories[category_id] = field(cat, "name", path, f"categories[{i}]", str)
     objects: dict[int, list[dict]] = {image_id: [] for image_id in images}
+    ann_seen: dict = {}
     for i, ann in enumerate(field(data, "annotations", path, "", list)):
         where = f"annotations[{i}]"
         image_id = field(ann, "image_id", path, where, int)
+        if "id" in ann:  # referring expressions and object attributes find their object by it
+            _unique_id(ann_seen, field(ann, "id", path, where, int), path, f"{where}.id", "annotation id")
         if image_id not in images:
             raise InputError(path, f"{where}.image_id", f"image {image_id} is not in 'images'")
         category_id = field(ann, "category_id", path, where, int)
@@ -57,8 +90,22 @@ def load_coco_instances(path: str) -> tuple[dict[int, str], dict[int, dict], dic
             raise InputError(path, f"{where}.category_id", f"category {category_id} is not in 'categories'")
         img = images[image_id]
         box = check_box(field(ann, "bbox", path, where), path, f"{where}.bbox", (img["height"], img["width"]))
-        objects[image_id].append({"bbox": box, "category_id": category_id, "id": ann.get("id")})
+        objects[image_id].append({"bbox": box, "category_id": category_id, "id": ann.get("id"), "index": i})
     return categories, images, objects
+
+
+class _CheckDeclaredSize:
+    """A pipeline step after ``LoadImage``: an image whose size differs from its annotation's ``height`` and
+    ``width`` is refused (its boxes were checked against, and are scaled from, the declared size)."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+    def __call__(self, results: dict) -> dict:
+        if "height" in results and "width" in results and "ori_shape" in results and "img_path" in results:
+            check_image_size(results["img_path"], results["ori_shape"], (results["height"], results["width"]),
+                             self.source)
+        return results
 
 
 class _AnnotationDataset(BaseDataset):
@@ -74,6 +121,14 @@ class _AnnotationDataset(BaseDataset):
         steps = [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in pipeline]
         super().__init__(*args, data_prefix=dict(data_prefix or {"img_path": ""}), pipeline=steps,
                          serialize_data=serialize_data, **kwargs)
+        transforms = self.pipeline.transforms
+        for k in reversed(range(len(transforms))):  # right after each image is read, before boxes are scaled
+            if isinstance(transforms[k], harness.data.transforms.LoadImage):
+                transforms.insert(k + 1, _CheckDeclaredSize(self._size_source()))
+
+    def _size_source(self) -> str | None:
+        """The annotation file that declares each sample's ``height`` and ``width``."""
+        return self.ann_file
 
     def _resolve(self, path: str | None) -> str | None:
         if path is None or os.path.isabs(path) or not self.data_root:
@@ -121,14 +176,18 @@ class CaptionDataset(_AnnotationDataset):
             if missing:
                 raise InputError(inst_path, "images",
                                  f"{len(missing)} captioned images have no entry, e.g. {min(missing)}")
+            for image_id, img in images.items():  # the boxes were checked against the instances file's size
+                inst = inst_images[image_id]
+                if (inst["height"], inst["width"]) != (img["height"], img["width"]):
+                    raise InputError(inst_path, "images", f"image {image_id} is {inst['width']}x{inst['height']} here "
+                                     f"but {img['width']}x{img['height']} in {path}")
         exposed: set[int] = set()
         if self.pta_fraction is not None:
             ids = np.random.default_rng(self.pta_seed).permutation(sorted(images))
             exposed = {int(i) for i in ids[: int(round(self.pta_fraction * len(ids)))]}
         elif self.pta_file:
             pta_path = self._resolve(self.pta_file)
-            pta = load_json(pta_path)
-            exposed = {int(i) for i in field(pta, "image_ids", pta_path, "", list)}
+            exposed = _pta_image_ids(pta_path)
         samples = []
         for i, ann in enumerate(field(data, "annotations", path, "", list)):
             where = f"annotations[{i}]"
@@ -198,10 +257,10 @@ def _attributed_objects(path: str, attribute: str | None) -> tuple[dict[int, str
     """:func:`load_coco_instances` with each object's ``attribute`` value as ``value`` (None where it has none)."""
     data = load_json(path)
     categories, images, objects = load_coco_instances(path)
-    anns = {a.get("id"): a for a in field(data, "annotations", path, "", list) if isinstance(a, dict)}
+    anns = field(data, "annotations", path, "", list)
     for objs in objects.values():
-        for o in objs:
-            value = anns.get(o["id"], {}).get(attribute) if attribute else None
+        for o in objs:  # by position: annotations without an id must not share one record's attribute
+            value = anns[o["index"]].get(attribute) if attribute else None
             o["value"] = value if isinstance(value, str) and value else None
     return categories, images, objects
 
@@ -281,8 +340,12 @@ class RetrievalDataset(_AnnotationDataset):
             self.img2txt.append(list(range(len(self.texts), len(self.texts) + len(texts))))
             self.texts += texts
             self.txt2img += [img_index] * len(texts)
-            image_id = e.get("cocoid", e.get("imgid", i))
-            samples.append({"img_path": self._image_path(e.get("filepath", ""), name), "image_id": image_id,
+            filepath = field(e, "filepath", path, where, str) if "filepath" in e else ""
+            image_id = i
+            for key in ("imgid", "cocoid"):  # cocoid wins, as before
+                if key in e:
+                    image_id = field(e, key, path, where, int)
+            samples.append({"img_path": self._image_path(filepath, name), "image_id": image_id,
                             "texts": texts, "index": img_index})
         return samples
 
@@ -306,12 +369,14 @@ class VQADataset(_AnnotationDataset):
         data = load_json(path)
         subtype = field(data, "data_subtype", path, "", str)
         answers: dict[int, dict] = {}
+        seen: dict = {}
         if self.answers_file:
             ans_path = self._resolve(self.answers_file)
             ans_data = load_json(ans_path)
             for i, ann in enumerate(field(ans_data, "annotations", ans_path, "", list)):
                 where = f"annotations[{i}]"
                 qid = field(ann, "question_id", ans_path, where, int)
+                _unique_id(seen, qid, ans_path, f"{where}.question_id", "question_id")
                 raw = field(ann, "answers", ans_path, where, list)
                 texts = [field(a, "answer", ans_path, f"{where}.answers[{j}]", str) for j, a in enumerate(raw)]
                 if not texts:
@@ -320,9 +385,11 @@ class VQADataset(_AnnotationDataset):
                                 "question_type": ann.get("question_type", ""),
                                 "multiple_choice_answer": ann.get("multiple_choice_answer", "")}
         samples = []
+        seen = {}
         for i, q in enumerate(field(data, "questions", path, "", list)):
             where = f"questions[{i}]"
             qid = field(q, "question_id", path, where, int)
+            _unique_id(seen, qid, path, f"{where}.question_id", "question_id")  # answers and results are keyed by it
             image_id = field(q, "image_id", path, where, int)
             text = field(q, "question", path, where, str).strip()
             if not text:
@@ -380,6 +447,9 @@ class ReferringDataset(_AnnotationDataset):
         self.instances_file = instances_file
         self.split = split
         super().__init__(*args, **kwargs)
+
+    def _size_source(self) -> str | None:
+        return self._resolve(self.instances_file)
 
     def load_data_list(self) -> list[dict]:
         path = self.ann_file

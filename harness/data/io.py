@@ -136,3 +136,25 @@ def check_box(box: Any, path: str | os.PathLike, where: str, image_size: tuple[i
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise InputError(path, where, f"box {box} lies outside the {width}x{height} image")
     return [x, y, w, h]
+
+
+MAX_IMAGE_SIDE = 1 << 16  # the most any image format PIL writes allows on a side (JPEG's limit); keeps sizes sane
+
+
+def image_side(img: Any, key: str, path: str | os.PathLike, where: str) -> int:
+    """``img[key]`` (``height`` or ``width``) as a positive whole number of pixels; NaN, a float, a bool or
+    a size of zero would otherwise reach the patch grid (a 0-high image has no patches: "nan%")."""
+    value = field(img, key, path, where, int)
+    if not 0 < value <= MAX_IMAGE_SIDE:
+        raise InputError(path, f"{where}.{key}", f"must be between 1 and {MAX_IMAGE_SIDE} pixels, got {value}")
+    return value
+
+
+def check_image_size(image_path: str | os.PathLike, size: tuple[int, int], declared: tuple[int, int],
+                     source: str | os.PathLike | None) -> None:
+    """Refuse an image whose decoded ``(height, width)`` differs from the size its annotation file declares:
+    the boxes were checked against, and are scaled from, the declared size."""
+    for key, actual, want in (("height", size[0], declared[0]), ("width", size[1], declared[1])):
+        if actual != want:
+            said = f"{os.fspath(source)} declares" if source else "the annotation declares"
+            raise InputError(image_path, key, f"the image is {actual} pixels, {said} {want}")

@@ -51,9 +51,33 @@ def load_tokenizer(path: str | os.PathLike):
     vocab = path / "vocab.txt" if path.is_dir() else path
     if not vocab.is_file():
         raise InputError(vocab, None, "tokenizer vocabulary not found (expected a vocab.txt)")
+    check_vocab(vocab)
     try:
         if path.is_dir():
-            return BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
-        return BertTokenizerFast(vocab=str(vocab))
-    except (OSError, ValueError) as e:
-        raise InputError(path, None, f"cannot load the tokenizer: {e}") from None
+            tokenizer = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tokenizer = BertTokenizerFast(vocab=str(vocab))
+    except Exception as e:  # noqa: BLE001  (the tokenizers library raises a bare Exception)
+        raise InputError(path, None, f"cannot load the tokenizer: {str(e)[:200]}") from None
+    known = tokenizer.get_vocab()
+    for token in tokenizer.all_special_tokens:  # a pretrained directory's config may name other ones
+        if token not in known:
+            raise InputError(vocab, token, "special token missing from the vocabulary")
+    return tokenizer
+
+
+def check_vocab(path: Path) -> None:
+    """Refuse an empty ``vocab.txt`` or one without BERT's special tokens: the tokenizers library fails on a
+    missing ``[UNK]`` with a bare exception, and a missing ``[MASK]`` or ``[PAD]`` only shows later as a None id."""
+    try:
+        tokens = {line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()}
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text: {e.reason}") from None
+    except OSError as e:
+        raise InputError(path, None, f"cannot be read: {e.strerror}") from None
+    tokens.discard("")
+    if not tokens:
+        raise InputError(path, None, "empty tokenizer vocabulary")
+    missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+    if missing:
+        raise InputError(path, missing[0], f"special token missing from the vocabulary (missing: {', '.join(missing)})")
