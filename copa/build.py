@@ -73,24 +73,31 @@ SEPARATE_PASSES = dict(text_free='unreduced', itm_negatives='rerun')
 """The recipe before it (an unpruned text-free pass and a text-aware pass per ITM negative), kept for the
 ablation: suites name it as the variant ``separate_passes``."""
 
+MOMENTUM_DISTILLATION = dict(momentum=0.995, distill_alpha=0.4, queue_size={'tiny': 4096, 'base': 65536})
+"""ALBEF's momentum model, ITC queue and distillation (salesforce/ALBEF ``configs/Pretrain.yaml``: momentum 0.995,
+alpha 0.4, queue 65,536 for a batch of 512, i.e. 128 batches; tiny keeps 128 batches of its 32). Every
+dual-stream model pre-trains with it: the reducers are ALBEF with a reducer, as TRIPS and COPA build on ALBEF's
+code. ``momentum=None`` (the suites' ``no_momentum`` variant) turns it off."""
+
 METHODS: dict[str, dict[str, Any]] = {
-    'albef': dict(reducer=None, losses=DUAL_STREAM_LOSSES),
+    'albef': dict(reducer=None, losses=DUAL_STREAM_LOSSES, **MOMENTUM_DISTILLATION),
     'copa': dict(
         reducer=dict(type='TextAwarePatchDetector'),
         reduction_layers=_REDUCED,
         keep_ratio=0.5,
         losses=DUAL_STREAM_LOSSES + ('pta',),
         **SHARED_PASSES,
+        **MOMENTUM_DISTILLATION,
     ),
     'trips': dict(reducer=dict(type='TextAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
-                  losses=DUAL_STREAM_LOSSES, **SHARED_PASSES),
+                  losses=DUAL_STREAM_LOSSES, **SHARED_PASSES, **MOMENTUM_DISTILLATION),
     'evit': dict(reducer=dict(type='CLSAttentionReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
-                 losses=DUAL_STREAM_LOSSES),
+                 losses=DUAL_STREAM_LOSSES, **MOMENTUM_DISTILLATION),
     'random': dict(reducer=dict(type='RandomReducer'), reduction_layers=_REDUCED, keep_ratio=0.5,
-                   losses=DUAL_STREAM_LOSSES),
+                   losses=DUAL_STREAM_LOSSES, **MOMENTUM_DISTILLATION),
     'tome': dict(reducer=dict(type='ToMeReducer', prop_attn=True),
                  reduction_layers={scale: tuple(range(s['vision']['depth'])) for scale, s in SCALES.items()},
-                 budget_layers=_REDUCED, keep_ratio=0.5, losses=DUAL_STREAM_LOSSES),
+                 budget_layers=_REDUCED, keep_ratio=0.5, losses=DUAL_STREAM_LOSSES, **MOMENTUM_DISTILLATION),
     # ViLT as published: ViT-B/32 at base scale (ViLT-B/32); the tiny ViT keeps the scale's patch 8
     'vilt': dict(type='SingleStreamVLP', losses=('itm', 'mlm'), vision=dict(base=dict(patch_size=32))),
 }
@@ -149,6 +156,11 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
         if text_free is not None:
             vision['text_free'] = text_free
     cfg['vision'] = vision
+    if isinstance(method.get('queue_size'), dict):
+        method['queue_size'] = method['queue_size'][scale]
+    if overrides.get('momentum', method.get('momentum')) is None:  # no momentum model: no queue either
+        method.pop('queue_size', None)
+        overrides.pop('queue_size', None)
     cfg.update(method)
     if cfg['type'] == 'SingleStreamVLP':
         for key in ('text', 'fusion_layers', 'decoder_layers', 'embed_dim', 'itm_hardness'):

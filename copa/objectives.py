@@ -34,6 +34,34 @@ def itc_loss(image_feat: Tensor, text_feat: Tensor, temperature: Tensor, positiv
     return (loss_i2t + loss_t2i) / 2, sim_i2t
 
 
+def itc_loss_momentum(image_feat: Tensor, text_feat: Tensor, image_feat_m: Tensor, text_feat_m: Tensor,
+                      image_queue: Tensor, text_queue: Tensor, id_queue: Tensor, image_ids: Tensor | None,
+                      temperature: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """ALBEF's ITC with momentum distillation (salesforce/ALBEF ``models/model_pretrain.py``): each image (text)
+    feature is contrasted with the momentum model's text (image) features of the batch and of the queue, against
+    targets ``alpha * softmax(momentum similarities) + (1 - alpha) * hard targets``. Hard targets spread over the
+    positives: the same image id in the batch or the queue (ALBEF's retrieval fine-tuning ``idx_queue``; its
+    pre-training uses the diagonal, which is what ``image_ids=None`` gives). Returns the loss and the in-batch
+    image-to-text similarities ``(B, B)`` ITM mines its negatives from (ALBEF: ``sim_i2t[:, :bs]``)."""
+    batch = image_feat.shape[0]
+    image_all = torch.cat([image_feat_m, image_queue.to(image_feat_m.dtype)])
+    text_all = torch.cat([text_feat_m, text_queue.to(text_feat_m.dtype)])
+    if image_ids is None:
+        positives = torch.zeros(batch, image_all.shape[0], dtype=torch.bool, device=image_feat.device)
+        positives[:, :batch] = torch.eye(batch, dtype=torch.bool, device=image_feat.device)
+    else:
+        positives = image_ids[:, None] == torch.cat([image_ids, id_queue.to(image_ids.dtype)])[None, :]
+    hard = positives.float() / positives.float().sum(dim=1, keepdim=True)
+    with torch.no_grad():
+        targets_i2t = alpha * (image_feat_m @ text_all.t() / temperature).softmax(dim=1) + (1 - alpha) * hard
+        targets_t2i = alpha * (text_feat_m @ image_all.t() / temperature).softmax(dim=1) + (1 - alpha) * hard
+    sim_i2t = image_feat @ text_all.t() / temperature
+    sim_t2i = text_feat @ image_all.t() / temperature
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
+    return (loss_i2t + loss_t2i) / 2, sim_i2t[:, :batch]
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather whose backward hands each process the gradient of its own rows summed over every
     process's loss (the other processes contrast against them too); all-reduce only, so gloo runs it."""
@@ -139,6 +167,15 @@ def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     labels = labels.reshape(-1)
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=IGNORE_INDEX, reduction='sum')
     return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
+def soft_token_cross_entropy(logits: Tensor, soft_targets: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of ``logits`` ``(B, L, V)`` against distributions ``soft_targets`` over the tokens that
+    ``labels`` marks (not ``IGNORE_INDEX``), averaged over them (ALBEF's MLM distillation); a zero with gradient
+    when none is marked."""
+    per_token = -(F.log_softmax(logits, dim=-1) * soft_targets.to(logits.dtype)).sum(dim=-1)
+    marked = (labels != IGNORE_INDEX).to(per_token.dtype)
+    return (per_token * marked).sum() / marked.sum().clamp_min(1)
 
 
 def pta_loss(scores: Tensor, labels: Tensor, sample_mask: Tensor | None = None, valid: Tensor | None = None) -> Tensor:

@@ -21,6 +21,12 @@ COPA and the dual-stream baselines are this one class with a different ``vision.
   ``'rerun'`` re-runs the text-aware ViT suffix of each negative image with the negative's text, at the
   cost of two more pruned ViT suffixes per pair.
 
+* Momentum distillation (ALBEF, ``momentum``): an exponential moving average of the encoders, heads and
+  projections (salesforce/ALBEF ``models/model_pretrain.py``) gives ITC its contrast set (the batch's momentum
+  features and a queue of earlier batches' features) and soft targets (``distill_alpha`` of the momentum
+  model's similarities), and MLM soft targets (its predictions for the masked caption). The momentum model
+  takes the same paths as the model: text-free for ITC, text-aware (queried by the masked caption) for MLM.
+
 One pre-training step of COPA therefore runs the shared prefix once and two pruned suffixes (text-free and
 text-aware), against ALBEF's one unpruned ViT pass. The recipe before that (``text_free='unreduced'``,
 ``itm_negatives='rerun'``) ran an unpruned pass *and* three pruned suffixes, and pre-trained slower than
@@ -28,6 +34,7 @@ ALBEF; it is kept as a variant for the ablation.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -40,11 +47,13 @@ from torch import Tensor
 from .objectives import (
     itc_loss,
     itc_loss_gathered,
+    itc_loss_momentum,
     itm_loss,
     mask_tokens,
     positive_pairs,
     pta_loss,
     sample_hard_negatives,
+    soft_token_cross_entropy,
     token_cross_entropy,
     world_size,
 )
@@ -64,6 +73,8 @@ LOSSES = ('itc', 'itm', 'mlm', 'lm', 'pta')
 ITM_NEGATIVES = ('reuse', 'rerun')
 MLM_QUERIES = ('masked', 'separate', 'unmasked')
 LM_PREFIXES = ('random', 'none')
+MOMENTUM_MODULES = ('vision', 'text_encoder', 'text_to_vision', 'vision_to_text', 'fusion', 'vision_proj',
+                    'text_proj', 'mlm_head')
 
 
 @MODELS.register_module()
@@ -91,6 +102,12 @@ class VLPModel(BaseModel):
         mlm_query: which caption queries the text-aware pass that MLM sees (see the module docstring).
         lm_prefix: ``'random'``: PrefixLM continues each caption after a uniformly drawn number of its words
             (0 to all but one); ``'none'``: it predicts the whole caption (image-only captioning).
+        momentum: ALBEF's momentum distillation: the moving-average coefficient of the momentum model (ALBEF:
+            0.995), or None for none.
+        queue_size: ITC's queue of the momentum model's features from earlier batches (ALBEF: 65,536 for a
+            batch of 512, 128 batches' worth); queued features of the same image id are positives, not negatives.
+        distill_alpha: weight of the momentum model's soft targets in ITC and MLM (ALBEF: 0.4); ramped up from 0
+            by :class:`~harness.hooks.DistillationWarmupHook` (``distill_ramp``).
         vision_pretrained: timm checkpoint file for the vision encoder.
         text_pretrained: local Hugging Face BERT directory for the text encoder (its config wins over
             ``text`` and ``vocab_size``).
@@ -117,6 +134,9 @@ class VLPModel(BaseModel):
         itm_negatives: str = 'reuse',
         mlm_query: str = 'masked',
         lm_prefix: str = 'random',
+        momentum: float | None = None,
+        queue_size: int = 0,
+        distill_alpha: float = 0.4,
         dropout: float = 0.1,
         vision_pretrained: str | None = None,
         text_pretrained: str | None = None,
@@ -178,6 +198,30 @@ class VLPModel(BaseModel):
         self.decoder = None
         if 'lm' in self.losses and decoder_layers > 0:
             self.decoder = PrefixLMDecoder(derived_config(self.text_config, decoder_layers))
+        self._build_momentum(momentum, queue_size, distill_alpha, embed_dim)
+
+    def _build_momentum(self, momentum: float | None, queue_size: int, alpha: float, embed_dim: int) -> None:
+        """The momentum model (one deep copy of :data:`MOMENTUM_MODULES`, so the MLM head's tied word embeddings
+        stay tied in the copy) and the ITC queue, as ALBEF initialises them (random unit features)."""
+        self.momentum, self.distill_alpha, self.distill_ramp = momentum, alpha, 1.0
+        self.momentum_model = None
+        if momentum is None:
+            if queue_size:
+                raise ValueError('queue_size needs momentum (the queue holds the momentum model\'s features)')
+            return
+        if not 0.0 < momentum < 1.0:
+            raise ValueError(f'momentum must be in (0, 1), got {momentum}')
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'distill_alpha must be in [0, 1], got {alpha}')
+        if not isinstance(queue_size, int) or queue_size < 0:
+            raise ValueError(f'queue_size must be an integer >= 0, got {queue_size!r}')
+        self.momentum_model = copy.deepcopy(nn.ModuleDict(
+            {name: getattr(self, name) for name in MOMENTUM_MODULES if getattr(self, name, None) is not None}))
+        self.momentum_model.requires_grad_(False)
+        self.register_buffer('image_queue', F.normalize(torch.randn(queue_size, embed_dim), dim=1))
+        self.register_buffer('text_queue', F.normalize(torch.randn(queue_size, embed_dim), dim=1))
+        self.register_buffer('id_queue', torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
 
     def init_weights(self) -> None:
         """Parameters are initialised when built (timm's ViT init, BERT's init) and pretrained files are
@@ -368,6 +412,10 @@ class VLPModel(BaseModel):
         need_free = bool({'itc', 'itm', 'lm'} & set(self.losses))
         free, aware = self._both_paths(prefix, qkv, query, need_free)
         positives = positive_pairs(images.shape[0], image_ids, images.device)
+        teacher = None
+        if self.momentum_model is not None:
+            teacher = self._momentum_outputs(images, text_ids, text_mask, None if masked is None else masked[2])
+        alpha = self.distill_alpha * self.distill_ramp
         losses: dict[str, Tensor] = {}
 
         sim = None
@@ -375,21 +423,30 @@ class VLPModel(BaseModel):
             with torch.set_grad_enabled(torch.is_grad_enabled() and 'itc' in self.losses):
                 temp = self.temp.clamp(0.001, 0.5)
                 image_feat, text_feat = self._image_feat(free.tokens), self._text_feat(text_hidden)
-                if world_size() > 1 and self.training:
+                if teacher is not None:
+                    loss, sim = itc_loss_momentum(image_feat, text_feat, teacher['image_feat'], teacher['text_feat'],
+                                                  self.image_queue, self.text_queue, self.id_queue, image_ids, temp,
+                                                  alpha)
+                elif world_size() > 1 and self.training:
                     loss, sim = itc_loss_gathered(image_feat, text_feat, temp, image_ids)
                 else:
                     loss, sim = itc_loss(image_feat, text_feat, temp, positives)
             if 'itc' in self.losses:
                 losses['loss_itc'] = loss
+            if teacher is not None and self.training:
+                self._enqueue(teacher['image_feat'], teacher['text_feat'], image_ids)
         if 'itm' in self.losses:
             losses['loss_itm'] = self._itm(prefix, qkv, aware.tokens, text_hidden, text_mask, sim, positives)
         if masked is not None:
-            masked_hidden, labels = masked
+            masked_hidden, labels, _ = masked
             tokens = aware.tokens
             if self.vision.text_aware and self.mlm_query == 'separate':
                 tokens = self.vision.forward_suffix(prefix, self.text_context(masked_hidden), qkv).tokens
-            fused = self.fuse(masked_hidden, text_mask, tokens)
-            losses['loss_mlm'] = token_cross_entropy(self.mlm_head(fused), labels)
+            logits = self.mlm_head(self.fuse(masked_hidden, text_mask, tokens))
+            losses['loss_mlm'] = token_cross_entropy(logits, labels)
+            if teacher is not None:
+                distill = soft_token_cross_entropy(logits, teacher['mlm_logits'].softmax(dim=-1), labels)
+                losses['loss_mlm'] = (1 - alpha) * losses['loss_mlm'] + alpha * distill
         if 'lm' in self.losses and self.decoder is not None:
             losses['loss_lm'] = self.decoder.loss(text_ids, text_mask, self.vision_to_text(free.tokens),
                                                   self._lm_prefix_len(text_mask))
@@ -441,13 +498,69 @@ class VLPModel(BaseModel):
         neg_cls = self.fuse(neg_hidden, neg_mask, neg_tokens)[:, 0]
         return itm_loss(self.itm_head(torch.cat([pos_cls, neg_cls])), batch)
 
-    def _masked_caption(self, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The MLM-masked caption's text encoder states and the MLM labels."""
+    def _masked_caption(self, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The MLM-masked caption's text encoder states, the MLM labels and the masked token ids."""
         ids = self.token_ids
         inputs, labels = mask_tokens(
             text_ids, text_mask, self.vocab_size, ids['mask'], (ids['pad'], ids['cls'], ids['sep']), self.mlm_prob
         )
-        return self.encode_text(inputs, text_mask), labels
+        return self.encode_text(inputs, text_mask), labels, inputs
+
+    # ----------------------------------------------------------------------------------- momentum distillation
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        """``p_m <- m * p_m + (1 - m) * p`` over every parameter of the momentum model once (the MLM head's tied
+        word embeddings are one parameter, not two)."""
+        pairs: dict[int, tuple[Tensor, Tensor]] = {}
+        for name, module_m in self.momentum_model.items():
+            for p, p_m in zip(getattr(self, name).parameters(), module_m.parameters(), strict=True):
+                pairs.setdefault(id(p_m), (p_m, p))
+        targets = [p_m for p_m, _ in pairs.values()]
+        torch._foreach_lerp_(targets, [p.detach().to(p_m.dtype) for p_m, p in pairs.values()], 1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _momentum_outputs(self, images: Tensor, text_ids: Tensor, text_mask: Tensor,
+                          masked_ids: Tensor | None) -> dict[str, Tensor]:
+        """The momentum model's ITC features (text-free image path, caption [CLS]) and, with ``masked_ids``, its
+        MLM logits for the masked caption along the text-aware path the model's MLM takes. Updates the momentum
+        model first when training, as ALBEF does."""
+        if self.training:
+            self._momentum_update()
+        m = self.momentum_model
+
+        def encode(ids: Tensor) -> Tensor:
+            return m['text_encoder'](input_ids=ids, attention_mask=text_mask[:, None, None, :].bool()).last_hidden_state
+
+        text_hidden = encode(text_ids)
+        prefix, qkv = m['vision'].forward_prefix(images)
+        free = m['vision'].forward_suffix(prefix, None, qkv)
+        out = dict(image_feat=F.normalize(m['vision_proj'](free.tokens[:, 0]), dim=-1),
+                   text_feat=F.normalize(m['text_proj'](text_hidden[:, 0]), dim=-1))
+        if masked_ids is not None and 'mlm_head' in m:
+            masked_hidden = encode(masked_ids)
+            tokens = free.tokens
+            if m['vision'].text_aware:
+                query = text_hidden if self.mlm_query == 'unmasked' else masked_hidden
+                tokens = m['vision'].forward_suffix(prefix, m['text_to_vision'](query[:, 0]), qkv).tokens
+            out['mlm_logits'] = m['mlm_head'](m['fusion'](masked_hidden, text_mask, m['vision_to_text'](tokens)))
+        return out
+
+    @torch.no_grad()
+    def _enqueue(self, image_feat: Tensor, text_feat: Tensor, image_ids: Tensor | None) -> None:
+        """Write the batch's momentum features (every process's, in a distributed run) over the oldest in the
+        queue; a batch without ``image_ids`` queues ids that match nothing."""
+        size = self.image_queue.shape[0]
+        if size == 0:
+            return
+        ids = image_ids if image_ids is not None else torch.full(image_feat.shape[:1], -1, device=image_feat.device)
+        if world_size() > 1:
+            image_feat, text_feat, ids = (_all_gather(t) for t in (image_feat, text_feat, ids))
+        n = min(image_feat.shape[0], size)
+        slots = (self.queue_ptr + torch.arange(n, device=self.queue_ptr.device)) % size
+        self.image_queue[slots] = image_feat[-n:].to(self.image_queue.dtype)
+        self.text_queue[slots] = text_feat[-n:].to(self.text_queue.dtype)
+        self.id_queue[slots] = ids[-n:].to(self.id_queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
     def _lm_prefix_len(self, text_mask: Tensor) -> Tensor | None:
         """PrefixLM's prefix per caption: 0 to all but one of its words ([CLS] and [SEP] excluded)."""
@@ -470,3 +583,9 @@ class VLPModel(BaseModel):
             labels = patch_labels.gather(1, ids.clamp_min(0))
             terms.append(pta_loss(scores, labels, pta_mask, valid=ids >= 0))
         return torch.stack(terms).mean()
+
+
+def _all_gather(tensor: Tensor) -> Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

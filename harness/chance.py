@@ -12,6 +12,9 @@ on the job's test samples from training-set statistics, and scored by the task's
 - caption: the most frequent training caption for every image;
 - grounding: the mean training box (relative to the image) for every expression;
 - patch detection and pre-training: the values of scores that carry no information (AUC 0.5, R@1 = 1/N).
+
+Each is a predictor registered in ``harness.registry.CHANCE`` under the name a task's declaration gives as its
+``chance`` (harness/taskspec.py); a plugin registers its own task's the same way (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from collections import Counter
 from math import comb
 
 from harness.errors import InputError
+from harness.registry import CHANCE
 
 
-def _build(dataset_cfg: dict):
+def _build(dataset_cfg: dict) -> list[dict]:
     from harness.registry import DATASETS
     from harness.runner import _register_everything
 
@@ -56,10 +60,12 @@ def _retrieval(test: list[dict]) -> dict[str, float]:
 
 
 def chance_config(task: str, data_root: str, eval_limit: int | None = None):
-    """The task config (no model) with its datasets at ``data_root``; the test set cut to ``eval_limit``."""
+    """The task's config (no model; a variant's is the config it is declared in) with its datasets at
+    ``data_root``; the test set cut to ``eval_limit``."""
     from harness.runner import load_task_config
+    from harness.taskspec import task_spec
 
-    cfg = load_task_config(task)
+    cfg = load_task_config(task_spec(task).config)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader):
             cfg[loader].dataset.data_root = data_root
@@ -68,42 +74,98 @@ def chance_config(task: str, data_root: str, eval_limit: int | None = None):
     return cfg
 
 
-def chance_metrics(cfg) -> dict[str, float]:
-    """The chance metrics of a task config (:func:`chance_config`, or any job config of the task)."""
+def test_samples(cfg) -> list[dict]:
+    """The data infos of a job config's test set (its val set when it has none), without loading images."""
+    return _build((cfg.get("test_dataloader") or cfg.get("val_dataloader"))["dataset"])
+
+
+def train_samples(cfg) -> list[dict]:
+    """The data infos of a job config's training set: the statistics a chance predictor may learn."""
+    return _build(cfg.train_dataloader["dataset"])
+
+
+def scored(cfg, results: list[dict]) -> dict[str, float]:
+    """``results`` (what the task's model would put into its metric) scored by the config's own metric."""
+    metric = _metric(cfg.get("test_evaluator") or cfg.get("val_evaluator"))
+    metric.process(None, results)
+    return metric.compute_metrics(metric.results)
+
+
+def chance_metrics(cfg, task: str | None = None) -> dict[str, float]:
+    """The chance metrics of a task config (:func:`chance_config`, or any job config of the task), by the
+    predictor that ``task``'s declaration names (default: the config's own ``task_spec``)."""
+    from harness.taskspec import task_spec
+
     evaluator = cfg.get("test_evaluator") or cfg.get("val_evaluator")
     loader = cfg.get("test_dataloader") or cfg.get("val_dataloader")
     if evaluator is None or loader is None:
         raise InputError(None, "test_evaluator", "a job without a test set has no chance level")
-    kind = evaluator["type"]
-    if kind == "PretrainMetric":
-        test = _build(loader["dataset"])
-        return {"itm_auc": 0.5, "itm_acc": 0.5, "itc_r1": 1.0 / len(test), "patch_auc": 0.5}
-    if kind == "PatchDetectionMetric":
-        return {"patch_auc": 0.5}
-    test = _build(loader["dataset"])
-    if kind == "RetrievalMetric":
-        return _retrieval(test)
-    train = _build(cfg.train_dataloader["dataset"])
-    metric = _metric(evaluator)
-    if kind == "VQAMetric":
-        overall = Counter(s["multiple_choice_answer"] for s in train).most_common(1)[0][0]
-        by_type: dict[str, Counter] = {}
-        for s in train:
-            by_type.setdefault(s.get("question_type", ""), Counter())[s["multiple_choice_answer"]] += 1
-        prior = {qtype: counts.most_common(1)[0][0] for qtype, counts in by_type.items()}
-        metric.process(None, [dict(question_id=s["question_id"], answers=s["answers"], answer_type=s.get("answer_type"),
-                                   pred_answer=prior.get(s.get("question_type", ""), overall)) for s in test])
-    elif kind == "AccuracyMetric":
-        label = Counter(s["label"] for s in train).most_common(1)[0][0]
-        metric.process(None, [dict(pred=label, label=s["label"], id=s["identifier"]) for s in test])
-    elif kind == "CaptionMetric":
-        caption = Counter(s["text"] for s in train).most_common(1)[0][0]
-        metric.process(None, [dict(image_id=s["image_id"], caption=caption, references=s["texts"]) for s in test])
-    elif kind == "GroundingMetric":
-        mean = [sum(s["bbox"][i] / (s["width"] if i % 2 == 0 else s["height"]) for s in train) / len(train)
-                for i in range(4)]
-        metric.process(None, [dict(pred_box=[mean[i] * (s["width"] if i % 2 == 0 else s["height"])
-                                             for i in range(4)], gt_box=s["bbox"]) for s in test])
+    if task is not None:
+        name = task_spec(task, flag="task").chance
+    elif isinstance(cfg.get("task_spec"), dict):
+        name = cfg.task_spec.get("chance")
     else:
-        raise InputError(None, "test_evaluator", f"no chance level known for {kind}")
-    return metric.compute_metrics(metric.results)
+        raise InputError(getattr(cfg, "filename", None), "task_spec", "the config declares no task "
+                         "(harness/taskspec.py), so no chance predictor")
+    predictor = CHANCE.get(name) if isinstance(name, str) else None
+    if predictor is None:
+        raise InputError(None, "task_spec.chance", f"no chance predictor {name!r} is registered (harness.registry."
+                         f"CHANCE: {', '.join(sorted(CHANCE.module_dict))})")
+    return predictor(cfg)
+
+
+@CHANCE.register_module(name="uninformative_pretrain")
+def uninformative_pretrain(cfg) -> dict[str, float]:
+    """Pre-training's ITM and patch scores at chance (AUC 0.5, accuracy 0.5) and ITC R@1 at 1 / N."""
+    return {"itm_auc": 0.5, "itm_acc": 0.5, "itc_r1": 1.0 / len(test_samples(cfg)), "patch_auc": 0.5}
+
+
+@CHANCE.register_module(name="uninformative_scores")
+def uninformative_scores(cfg) -> dict[str, float]:
+    """Patch scores that carry no information: AUC 0.5."""
+    return {"patch_auc": 0.5}
+
+
+@CHANCE.register_module(name="random_ranking")
+def random_ranking(cfg) -> dict[str, float]:
+    """The expected recalls of a random ranking of the test gallery."""
+    return _retrieval(test_samples(cfg))
+
+
+@CHANCE.register_module(name="question_type_prior")
+def question_type_prior(cfg) -> dict[str, float]:
+    """The most frequent training answer of each question type (VQA's "per Q-type prior")."""
+    train, test = train_samples(cfg), test_samples(cfg)
+    overall = Counter(s["multiple_choice_answer"] for s in train).most_common(1)[0][0]
+    by_type: dict[str, Counter] = {}
+    for s in train:
+        by_type.setdefault(s.get("question_type", ""), Counter())[s["multiple_choice_answer"]] += 1
+    prior = {qtype: counts.most_common(1)[0][0] for qtype, counts in by_type.items()}
+    return scored(cfg, [dict(question_id=s["question_id"], answers=s["answers"], answer_type=s.get("answer_type"),
+                             pred_answer=prior.get(s.get("question_type", ""), overall)) for s in test])
+
+
+@CHANCE.register_module(name="majority_label")
+def majority_label(cfg) -> dict[str, float]:
+    """The most frequent training label for every sample."""
+    train, test = train_samples(cfg), test_samples(cfg)
+    label = Counter(s["label"] for s in train).most_common(1)[0][0]
+    return scored(cfg, [dict(pred=label, label=s["label"], id=s["identifier"]) for s in test])
+
+
+@CHANCE.register_module(name="majority_caption")
+def majority_caption(cfg) -> dict[str, float]:
+    """The most frequent training caption for every image."""
+    train, test = train_samples(cfg), test_samples(cfg)
+    caption = Counter(s["text"] for s in train).most_common(1)[0][0]
+    return scored(cfg, [dict(image_id=s["image_id"], caption=caption, references=s["texts"]) for s in test])
+
+
+@CHANCE.register_module(name="mean_box")
+def mean_box(cfg) -> dict[str, float]:
+    """The mean training box (relative to the image) for every expression."""
+    train, test = train_samples(cfg), test_samples(cfg)
+    mean = [sum(s["bbox"][i] / (s["width"] if i % 2 == 0 else s["height"]) for s in train) / len(train)
+            for i in range(4)]
+    return scored(cfg, [dict(pred_box=[mean[i] * (s["width"] if i % 2 == 0 else s["height"]) for i in range(4)],
+                             gt_box=s["bbox"]) for s in test])

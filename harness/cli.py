@@ -158,7 +158,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     device, precision = _run_on(args)
     _join(args.launcher, device)
     counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
-                       variants=names(args.variants), models=names(args.models), workers=args.workers,
+                       variants=names(args.variants), models=names(args.models), tasks=names(args.tasks),
+                       workers=args.workers,
                        device=device, precision=precision)
     return 1 if counts["failed"] else 0
 
@@ -250,6 +251,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     if args.what == "models":
         docs = _model_docs()
+    elif args.what == "tasks":  # configs/tasks and the plugins' task directories, and the declared variants
+        from harness.taskspec import task_config_files, task_specs
+
+        folders = dict.fromkeys(path.parent for path in task_config_files().values())
+        docs = {name: line for folder in folders for name, line in _config_docs(folder).items()}
+        docs |= {name: f"{spec.label}: '{spec.config}' as a test of the pre-training checkpoint" if spec.test_only
+                 else spec.label for name, spec in task_specs().items() if name not in docs}
     else:
         docs = _config_docs(CONFIG_DIR.parent / args.what)
     width = max((len(name) for name in docs), default=0)
@@ -274,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="copa-bench", description="Train, evaluate and profile COPA and baseline VLP models.")
     parser.add_argument("--version", action=_Version)
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import this module first (repeatable): a package of your own that registers reducers, "
+                             "models, tasks or metrics (docs/extending.md); it runs as code you chose to import")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     listing = sub.add_parser("list", help="the models, tasks or suites copa-bench knows, one per line")
@@ -357,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_int_list, default=None, help="only these seeds, e.g. 0,1")
     run.add_argument("--variants", default=None, help="only these variants ('' is the default), e.g. ,keep0.3")
     run.add_argument("--models", default=None, help="only these models, e.g. albef,copa")
+    run.add_argument("--tasks", default=None, help="only these tasks (and the pre-training they start from), "
+                     "e.g. patch_detection,vqa")
     run.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     run.add_argument("--workers", type=int, default=None, help="run the jobs in this many processes, one torch "
                      "thread each (bit-reproducible), the efficiency job alone afterwards (default: the suite's "
@@ -461,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from harness.plugins import load_plugins
+
+        load_plugins(args.plugin)  # before anything reads a registry
         return args.func(args)
     except InputError as e:
         print(f"copa-bench: error: {e}", file=sys.stderr)

@@ -30,30 +30,26 @@ KINDS = ("accuracy", "flops", "speed_ratio", "info")
 FLOP_METRICS = frozenset({"gmacs", "params_m", "speedup_flops"})
 SPEED_RATIO_METRICS = frozenset({"speedup_time"})
 INFO_METRICS = frozenset({"pairs_per_s", "latency_ms"})
-# metrics the harness reports as fractions in [0, 1] (not x100): their accuracy tolerance is scaled by 1/100
-FRACTION_METRICS = frozenset({"itm_acc", "itm_auc", "itc_r1", "patch_auc"})
-ALSO_GATED = {"pretrain": ("itc_r1", "patch_auc"), "grounding": ("miou",)}
 ENTRY_KEYS = ("model", "task", "variant", "metric", "value", "kind")
 
 Key = tuple[str, str, str, str]
 
 
 def metric_kind(task: str, metric: str) -> str:
-    """Which rule gates a metric. Of the tasks the tables know, only the headline metric (and ``ALSO_GATED``:
-    pre-training's ITC R@1 and patch AUC, grounding's mIoU) is gated as accuracy; the others (single recalls,
-    per-answer-type VQA accuracy, BLEU-4, patch precision/recall) are reported: on a smoke suite's small test
-    sets they move by several points from run to run (docs/reproducibility.md)."""
+    """Which rule gates a metric. Of a task's metrics only those its declaration gates (its headline and
+    ``gated``: pre-training's ITC R@1 and patch AUC, grounding's mIoU; harness/taskspec.py) are gated as accuracy;
+    the others (single recalls, per-answer-type VQA accuracy, BLEU-4, patch precision/recall) are reported: on a
+    smoke suite's small test sets they move by several points from run to run (docs/reproducibility.md). A task
+    without a declaration is an InputError."""
     if metric in FLOP_METRICS:
         return "flops"
     if metric in SPEED_RATIO_METRICS:
         return "speed_ratio"
     if metric in INFO_METRICS or task == EFFICIENCY_TASK:
         return "info"
-    from harness.tables import HEADLINE
+    from harness.taskspec import task_spec
 
-    if task in HEADLINE and metric != HEADLINE[task] and metric not in ALSO_GATED.get(task, ()):
-        return "info"
-    return "accuracy"
+    return "accuracy" if metric in task_spec(task, flag="task").gated_metrics else "info"
 
 
 def aggregate(rows: Iterable[Mapping], suite: str | None = None) -> dict[Key, tuple[float | None, str]]:
@@ -87,8 +83,11 @@ def make_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | Non
                   tolerances: Mapping | None = None) -> dict:
     """A baseline from the store's latest rows of one suite (mean over seeds), with the given tolerances.
 
-    Default tolerances add a 0.02 override for each fraction-valued metric present (2 points of 100).
+    Default tolerances add a 0.02 override for each gated metric that its task declares a fraction in [0, 1]
+    (2 points of 100).
     """
+    from harness.taskspec import task_spec
+
     rows = read_rows(store_dir)
     path = store_file(store_dir)
     if not rows:
@@ -99,8 +98,8 @@ def make_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | Non
     entries = [{"model": m, "task": t, "variant": v, "metric": k, "value": value, "kind": metric_kind(t, k)}
                for (m, t, v, k), (value, _) in sorted(values.items())]
     if tolerances is None:
-        fractions = sorted({e["metric"] for e in entries if e["metric"] in FRACTION_METRICS
-                            and e["kind"] == "accuracy"})
+        fractions = sorted({e["metric"] for e in entries if e["kind"] == "accuracy"
+                            and e["metric"] in task_spec(e["task"], flag="task").fractions})
         tolerances = {**DEFAULT_TOLERANCES, "per_metric": {m: DEFAULT_TOLERANCES["accuracy"] / 100 for m in fractions}}
     newest = max(used, key=lambda r: r["created"])
     return {

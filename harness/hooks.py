@@ -12,7 +12,7 @@ import torch
 from mmengine.hooks import Hook
 
 from harness.device import autocast, device_name, model_device, peak_memory, to_device
-from harness.profiling.efficiency import pair_macs
+from harness.profiling.efficiency import pair_macs, parameter_count
 from harness.profiling.speed import machine, summarize, time_interleaved
 from harness.registry import HOOKS
 
@@ -58,7 +58,7 @@ class EfficiencyHook(Hook):
         model.train(was_training)
         stats = summarize([images.shape[0] / t for t in times])
         record = {
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "params_m": parameter_count(model) / 1e6,
             "gmacs": macs["total"] / 1e9,
             **{f"gmacs_{part}": value / 1e9 for part, value in macs.items() if part != "total"},
             "pairs_per_s": stats.median,
@@ -248,3 +248,37 @@ class KeepRateWarmupHook(Hook):
 
     def after_train(self, runner) -> None:
         self.restore()
+
+
+ALBEF_DISTILL_WARMUP = 1 / 30
+"""ALBEF ramps ``alpha`` from 0 over its first epoch of 30 (``alpha * min(1, i / len(data_loader))``)."""
+
+
+@HOOKS.register_module()
+class DistillationWarmupHook(Hook):
+    """ALBEF's momentum-distillation warm-up: before every training iteration each model with a momentum model
+    (``VLPModel(momentum=...)``) gets ``distill_ramp = min(1, iter / (fraction * max_iters))``, so its soft targets
+    weigh ``distill_alpha * distill_ramp``. ``fraction`` of the run (default ALBEF's 1 of 30 epochs) rather than
+    one epoch, because a tiny run may be a single epoch. Logged as ``train/distill_ramp``."""
+
+    priority = "HIGH"
+
+    def __init__(self, fraction: float = ALBEF_DISTILL_WARMUP) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.fraction = fraction
+
+    @staticmethod
+    def _distilling(model: torch.nn.Module) -> list:
+        return [m for m in model.modules() if getattr(m, "momentum_model", None) is not None]
+
+    def ramp(self, it: int, max_iters: int) -> float:
+        span = self.fraction * max_iters
+        return 1.0 if span <= 0 else min(1.0, it / span)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        models = self._distilling(runner.model)
+        for model in models:
+            model.distill_ramp = self.ramp(runner.iter, runner.max_iters)
+        if models:
+            runner.message_hub.update_scalar("train/distill_ramp", models[0].distill_ramp)

@@ -17,3 +17,5 @@ FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope=SCOPE, locatio
 METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=["harness.metrics"])
 HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["harness.hooks"])
 LOOPS = Registry("loop", parent=MMENGINE_LOOPS, scope=SCOPE, locations=["harness.tasks"])
+# a task's chance predictor (its declaration's ``chance``): ``fn(cfg) -> {metric: value}``, harness/chance.py
+CHANCE = Registry("chance predictor", scope=SCOPE, locations=["harness.chance"])

@@ -42,15 +42,10 @@ def check_name(name, what: str, path: str | os.PathLike | None = None) -> str:
 
 
 def task_config_path(task: str) -> Path:
-    check_name(task, "--task")
-    path = CONFIG_DIR / "tasks" / f"{task}.py"
-    if path.resolve().parent != (CONFIG_DIR / "tasks").resolve() or not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_DIR / "tasks").glob("*.py")) if CONFIG_DIR.is_dir() else []
-        if not known:
-            raise InputError(CONFIG_DIR, None,
-                             "the configs directory is missing (install copa-bench with 'pip install -e .')")
-        raise InputError(None, "--task", f"unknown task {task!r} (choose from {', '.join(known)})")
-    return path
+    """The config file of a task name: configs/tasks, or a plugin's task directory (harness/taskspec.py)."""
+    from harness.taskspec import task_config_path as find
+
+    return find(task)
 
 
 def load_task_config(task: str):
@@ -98,8 +93,9 @@ def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     return DEFAULT_DATA
 
 
-def _fill_loader(loader: dict, data_root: str, tokenizer: str, image_size: int, patch_size: int) -> None:
-    """Point a dataloader config at the data and the tokenizer, and size its pipeline for the model."""
+def _fill_loader(loader: dict, data_root: str | None, tokenizer: str, image_size: int, patch_size: int) -> None:
+    """Point a dataloader config at the data and the tokenizer, and size its pipeline for the model (``data_root``
+    None: a data config gave the dataset absolute paths)."""
     loader["dataset"]["data_root"] = data_root
     if "tokenizer" in loader["collate_fn"]:
         loader["collate_fn"]["tokenizer"] = tokenizer
@@ -463,7 +459,7 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
                         device: str | None = None, precision: str = "fp32"):
     """The Config of the vision pre-training job (configs/tasks/vision_pretrain.py) at a scale."""
     from copa.build import SCALES
-    from harness.data.datasets import load_coco_instances, object_label_classes, object_label_groups
+    from harness.data.datasets import image_class_labels, image_class_table
     from harness.device import check_precision, resolve_device
 
     if scale not in SCALES:
@@ -474,23 +470,28 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
     cfg = load_task_config("vision_pretrain")
     root = ensure_benchmark(data)
     vision = dict(SCALES[scale]["vision"])
-    train_ann = os.path.join(str(root), cfg.train_dataloader.dataset.ann_file)
-    classes = object_label_classes(train_ann, cfg.train_dataloader.dataset.get("attribute"))
-    category_table = load_coco_instances(train_ann)[0]
-    categories, values = object_label_groups(classes, list(category_table.values()))
-    cfg.model = dict(type="ObjectClassifier", vision=vision, num_classes=len(classes),
-                     num_categories=len(categories), num_values=len(values))
+    pool = cfg.train_dataloader.dataset
+    single_label = bool(pool.get("single_label", False))
+    classes = image_class_labels(image_class_table(os.path.join(str(root), pool.ann_file)), single_label)
+    cfg.model = dict(type="ObjectClassifier", vision=vision, num_classes=len(classes), avg_head=True,
+                     single_label=single_label)
     for loader in ("train_dataloader", "val_dataloader"):
-        cfg[loader].dataset.classes = classes
         _fill_loader(cfg[loader], str(root), "", vision["img_size"], vision["patch_size"])
     _set_max_iters(cfg, max_iters)
-    cfg.work_dir = str(work_dir or vision_init_dir(scale, seed, device, precision))
     _set_job(cfg, f"vision_pretrain_{scale}_seed{seed}", seed, False, device, precision)
+    cfg.work_dir = str(work_dir or vision_init_dir(scale, seed, job_digest(cfg), device, precision))
     return cfg
 
 
-def vision_init_dir(scale: str, seed: int, device="cpu", precision: str = "fp32") -> Path:
-    return Path("work_dirs") / "vision_pretrain" / f"vit_{scale}_seed{seed}{run_suffix(device, precision)}"
+CACHE_ENV = "COPA_BENCH_CACHE"
+
+
+def vision_init_dir(scale: str, seed: int, digest: str, device="cpu", precision: str = "fp32") -> Path:
+    """Where the ViT initialisation of one vision pre-training job lives: named by the job's hash (config, data,
+    device type, precision), so that datasets and recipes never overwrite each other's, under
+    ``$COPA_BENCH_CACHE`` when set (CI keeps it outside the clone) and ``work_dirs/`` otherwise."""
+    root = Path(os.environ.get(CACHE_ENV) or "work_dirs")
+    return root / "vision_pretrain" / f"vit_{scale}_seed{seed}{run_suffix(device, precision)}_{digest[:12]}"
 
 
 def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, device: str | None = None,
@@ -528,6 +529,7 @@ _CONSOLE_NOISE = (
     "is the alias of",
     "The prefix is not set in metric class",
     "Distributed training is not used",
+    "since its requires_grad=False",  # the momentum model's parameters, one line each
 )
 
 
@@ -632,7 +634,7 @@ def make_runner(cfg):
 
 JOB_FILE = "job.json"
 _NOT_THE_JOB = ("work_dir", "resume", "load_from", "launcher", "model_wrapper_cfg", "find_unused_parameters",
-                "experiment_name")
+                "experiment_name", "task_spec")  # task_spec: what tables and the gate read of a task, not its result
 
 
 def job_digest(cfg) -> str:

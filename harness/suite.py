@@ -102,6 +102,7 @@ def _validate(cfg, path: Path) -> None:
     row is written), so a typo cannot stop it half-way."""
     from copa.build import METHODS, SCALES
     from harness.runner import check_name, check_types, load_task_config, parse_options
+    from harness.taskspec import task_spec
 
     for key, kind in SUITE_TYPES.items():
         value = cfg.get(key)
@@ -149,9 +150,10 @@ def _validate(cfg, path: Path) -> None:
     for task in tasks:
         try:
             check_name(task, "tasks", path)
-            task_cfg = load_task_config("retrieval" if task == "retrieval_zeroshot" else task)
-        except InputError:
-            raise InputError(path, "tasks", f"unknown task {task!r}") from None
+            spec = task_spec(task, flag="tasks")  # a variant (retrieval_zeroshot) runs the config it is declared in
+        except InputError as e:  # unknown, or its config declares nothing: the config's own error names it
+            raise InputError(path, "tasks", f"unknown task {task!r}" if e.path is None else f"{task!r}: {e}") from None
+        task_cfg = load_task_config(spec.config)
         if "task_model" not in task_cfg:
             raise InputError(path, "tasks", f"{task!r} is not a downstream task (a suite pre-trains every model "
                              "itself; list the tasks that start from its checkpoint)")
@@ -171,15 +173,21 @@ def _validate(cfg, path: Path) -> None:
                 raise InputError(path, f"{key}.{task}", f"must be an integer >= 1, got {_shown(value)}")
 
 
-def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
+def plan(suite, seeds=None, variants=None, models=None, tasks=None) -> list[Job]:
     """Every job of a suite in the order it runs: per seed and variant, each model's pre-training followed by
-    its tasks; the efficiency job last. ``seeds``, ``variants`` and ``models`` select a part of the suite."""
+    its tasks; the efficiency job last. ``seeds``, ``variants``, ``models`` and ``tasks`` select a part of the suite
+    (pre-training always runs: the tasks start from it; the efficiency job only when no task is selected). A task
+    is only tested (no fine-tuning) when its declaration or the suite's ``test_only`` says so; it has a chance
+    job when its declaration names a chance predictor (harness/taskspec.py)."""
+    from harness.taskspec import task_spec
+
     jobs: list[Job] = []
     chosen = {k: v for k, v in (suite.get("variants") or {"": {}}).items() if variants is None or k in variants}
     if suite.get("tasks") and suite.get("chance", True) and (variants is None or "" in variants):
         seed = suite.seeds[0] if seeds is None else min([s for s in suite.seeds if s in seeds], default=None)
         if seed is not None:
-            jobs += [Job("chance", CHANCE, task, "", seed) for task in ["pretrain", *suite.tasks]]
+            jobs += [Job("chance", CHANCE, task, "", seed) for task in ["pretrain", *suite.tasks]
+                     if task_spec(task, flag="tasks").chance and (tasks is None or task in ("pretrain", *tasks))]
     for seed in suite.seeds if seeds is None else [s for s in suite.seeds if s in seeds]:
         if not suite.get("tasks"):
             break
@@ -189,9 +197,12 @@ def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
                     continue
                 jobs.append(Job("pretrain", model, "pretrain", variant, seed, dict(spec)))
                 for task in spec.get("tasks", suite.tasks):
-                    kind = "test" if task in suite.get("test_only", ()) else "finetune"
+                    if tasks is not None and task not in tasks:
+                        continue
+                    only_test = task in suite.get("test_only", ()) or task_spec(task, flag="tasks").test_only
+                    kind = "test" if only_test else "finetune"
                     jobs.append(Job(kind, model, task, variant, seed, dict(spec)))
-    if suite.get("efficiency") and (variants is None or "" in variants):
+    if suite.get("efficiency") and (variants is None or "" in variants) and tasks is None:
         jobs.append(Job("efficiency", ",".join(suite.efficiency.get("models", suite.models)), "efficiency", "",
                         0, dict(suite.efficiency)))
     return jobs
@@ -199,8 +210,9 @@ def plan(suite, seeds=None, variants=None, models=None) -> list[Job]:
 
 def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: Path):
     from harness.runner import apply_options, build_config
+    from harness.taskspec import task_spec
 
-    task = "retrieval" if job.task == "retrieval_zeroshot" else job.task
+    task = task_spec(job.task, flag="tasks").config  # a variant runs the config it is declared in
     overrides = dict(job.config.get("model", {}))
     cfg = build_config(job.model, task, scale=suite.get("scale", "tiny"), data=suite.get("data"),
                        work_dir=work_dir, seed=job.seed, checkpoint=checkpoint, testing=testing,
@@ -218,10 +230,10 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
 
 
 def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
-              say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None,
+              say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None, tasks=None,
               workers: int | None = None, device: str | None = None, precision: str = "fp32") -> dict[str, int]:
-    """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models`` select; returns counts
-    of jobs run, skipped and not applicable.
+    """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models``/``tasks`` select; returns
+    counts of jobs run, skipped and not applicable.
 
     Every job runs on ``device`` (default: CUDA when available) in ``precision``; off the CPU or in reduced
     precision the work dirs go to ``WORK_ROOT/SUITE_cuda_bf16`` (``harness.runner.run_suffix``).
@@ -234,6 +246,7 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     """
     from harness import distributed
     from harness.device import check_precision, resolve_device
+    from harness.plugins import loaded_plugins
     from harness.results import append_rows, completed_jobs, provenance
     from harness.runner import checked_manifest, ensure_benchmark, run_suffix
 
@@ -257,8 +270,14 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     context = _Context(source=name, data=str(root), data_hash=data_hash,
                        done=completed_jobs(results_dir, suite=Path(name).stem),
                        work_root=Path(work_root) / f"{Path(name).stem}{run_suffix(device, precision)}",
-                       prov=_with_run(provenance(), device, precision), device=str(device), precision=precision)
-    jobs = plan(suite, seeds, variants, models)
+                       prov=_with_run(provenance(), device, precision), device=str(device), precision=precision,
+                       plugins=loaded_plugins())
+    if tasks is not None:
+        unknown = sorted(set(tasks) - {"pretrain", *suite.tasks})
+        if unknown:
+            raise InputError(None, "--tasks", f"not tasks of this suite: {', '.join(unknown)} "
+                             f"(choose from {', '.join(suite.tasks)})")
+    jobs = plan(suite, seeds, variants, models, tasks)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
     outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
@@ -291,6 +310,7 @@ class _Context:
     prov: dict
     device: str = "cpu"
     precision: str = "fp32"
+    plugins: tuple[str, ...] = ()  # imported by each worker first (``--plugin``, harness/plugins.py)
 
     @property
     def suite(self) -> str:
@@ -420,7 +440,10 @@ def _worker_start(context: _Context) -> None:
 
     import torch
 
+    from harness.plugins import load_plugins
+
     global _worker_suite
+    load_plugins(context.plugins)
     _worker_suite = load_suite(context.source)
     _worker_suite.data, _worker_suite.device, _worker_suite.precision = context.data, context.device, context.precision
     torch.set_num_threads(1)
@@ -502,14 +525,13 @@ def _chance(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tupl
     from harness.chance import chance_config, chance_metrics
     from harness.results import job_hash
 
-    task = "retrieval" if job.task == "retrieval_zeroshot" else job.task
     limit = suite.get("eval_limit", {}).get(job.task)
-    cfg = chance_config(task, suite.data, limit)
+    cfg = chance_config(job.task, suite.data, limit)
     digest = job_hash({"chance": job.task, "config": cfg.to_dict(), "data": data_hash})
     if digest in done:
         return [], True
     start = time.perf_counter()
-    return _metric_rows(base, chance_metrics(cfg), digest, time.perf_counter() - start), False
+    return _metric_rows(base, chance_metrics(cfg, job.task), digest, time.perf_counter() - start), False
 
 
 def _efficiency(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:

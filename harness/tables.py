@@ -39,16 +39,6 @@ DEFAULT_OUT = "results/tables"
 FORMATS = ("md", "csv", "latex", "html")
 EXTENSIONS = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}
 MODEL_ORDER = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
-HEADLINE = {
-    "pretrain": "itm_auc",
-    "retrieval_zeroshot": "r_mean",
-    "retrieval": "r_mean",
-    "vqa": "vqa_acc",
-    "nlvr2": "acc",
-    "caption": "cider",
-    "grounding": "acc_iou50",
-    "patch_detection": "patch_auc",
-}
 EFFICIENCY_LABELS = {
     "gmacs": "GMACs",
     "params_m": "params (M)",
@@ -74,11 +64,10 @@ TASK_COST_LABELS = {
     "speedup_time": "speedup (time)",
 }
 MISSING, NOT_APPLICABLE, PLUS_MINUS = "–", "n/a", "±"
-# one place for the readable names of task and metric ids, used in every header people read (md, html, latex)
+# the readable names of metric ids (a task's is its declaration's ``label``, harness/taskspec.py), used in every
+# header people read (md, html, latex)
 LABELS = {
-    # tasks
-    "pretrain": "pre-train", "retrieval_zeroshot": "zero-shot retrieval", "retrieval": "retrieval", "vqa": "VQA",
-    "nlvr2": "NLVR2", "caption": "caption", "grounding": "grounding", "patch_detection": "patch detection",
+    # what is not a declared task
     "vision_pretrain": "vision pre-train", "efficiency": "efficiency",
     # metrics
     "vqa_acc": "VQA acc.", "r_mean": "R-mean", "itm_auc": "ITM AUC", "itm_acc": "ITM acc.", "itc_r1": "ITC R@1",
@@ -208,11 +197,35 @@ def format_cell(mean: float, std: float, n: int, decimals: int) -> str:
     return text if n < 2 or not math.isfinite(std) else f"{text} {PLUS_MINUS} {std:.{decimals}f}"
 
 
+def _labels() -> dict[str, str]:
+    """Readable names: the declared tasks' labels, then :data:`LABELS`."""
+    from harness.taskspec import task_specs
+
+    return {**{name: spec.label for name, spec in task_specs().items()}, **LABELS}
+
+
+def headlines(tasks: Sequence[str]) -> dict[str, str]:
+    """task -> headline metric of the tabled tasks among ``tasks``, in the main table's column order (the
+    declarations', harness/taskspec.py). A task other than efficiency without a declaration is an InputError:
+    leaving it out of the tables silently would hide its results."""
+    from harness.taskspec import task_spec, task_specs
+
+    present = set(tasks) - {EFFICIENCY_TASK}
+    for task in sorted(present):
+        try:
+            task_spec(task)
+        except InputError as e:
+            raise InputError(e.path, e.field if e.path else "task", f"the results hold rows of task {task!r}, which "
+                             f"cannot be tabulated: {e.message}") from None
+    return {name: spec.headline for name, spec in task_specs().items() if name in present and spec.headline}
+
+
 def column_label(column: str) -> str:
     """A column id as a reader's header: "vqa vqa_acc" -> "VQA acc.", "retrieval r_mean (paper)" -> "retrieval
     R-mean (paper)". Ids stay the keys of the frames (and of the CSVs); only what people read is relabelled."""
-    words = [LABELS.get(w, w.replace("_", " ")) for w in column.split(" ")]
-    if len(words) > 1 and column.split(" ")[0] in LABELS and words[0].split(" ")[0].lower() == \
+    labels = _labels()
+    words = [labels.get(w, w.replace("_", " ")) for w in column.split(" ")]
+    if len(words) > 1 and column.split(" ")[0] in labels and words[0].split(" ")[0].lower() == \
             words[1].split(" ")[0].lower():
         words = words[1:]  # "VQA VQA acc." reads "VQA acc."
     return " ".join(words)
@@ -313,7 +326,8 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
                paper: PaperReference | None = None) -> Table:
     """Models x headline metric per task (default variant), then GMACs and pairs/s, then paper columns."""
     default = summary[summary.variant == ""]
-    tasks = [t for t in HEADLINE if ((default.task == t) & (default.metric == HEADLINE[t])).any()]
+    headline = headlines(summary.task)
+    tasks = [t for t, m in headline.items() if ((default.task == t) & (default.metric == m)).any()]
     models = _model_order(summary.model)
     paper_rows = paper.rows if paper else []
     models += [m for m in dict.fromkeys(r["model"] for r in paper_rows) if m not in models]
@@ -331,9 +345,9 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
                             "reason": ""} for m in models if m in values)
 
     for task in tasks:
-        label = f"{task} {HEADLINE[task]}"
-        columns[label] = _column(summary, models, task, HEADLINE[task], "", numbers, label)
-        add_paper(task, HEADLINE[task], label)
+        label = f"{task} {headline[task]}"
+        columns[label] = _column(summary, models, task, headline[task], "", numbers, label)
+        add_paper(task, headline[task], label)
     size = _efficiency_variant(summary)
     if size is not None:
         for metric in ("gmacs", "pairs_per_s"):
@@ -491,7 +505,7 @@ def ablation_tables(rows: pd.DataFrame) -> list[Table]:
         summary = family_summary(rows, variants)
         fam = summary[summary.variant.isin(variants)]
         seeds = ", ".join(str(s) for s in sorted(set(rows[rows.variant.isin(variants)].seed)))
-        metrics = [(t, HEADLINE[t]) for t in HEADLINE if ((fam.task == t) & (fam.metric == HEADLINE[t])).any()]
+        metrics = [(t, m) for t, m in headlines(fam.task).items() if ((fam.task == t) & (fam.metric == m)).any()]
         metrics += [(EFFICIENCY_TASK, m) for m in ("gmacs", "pairs_per_s", "speedup_time")
                     if ((fam.task == EFFICIENCY_TASK) & (fam.metric == m)).any()]
         models = _model_order(fam.model)
@@ -830,7 +844,8 @@ def write_tables(store_dir: str | os.PathLike = DEFAULT_STORE, out_dir: str | os
         write_atomic(out / "summary.csv", tidy_csv(summary))
         written.append(out / "summary.csv")
     if plots is None:
-        plots = [(t, m) for t, m in HEADLINE.items() if ((summary.task == t) & (summary.metric == m)).any()]
+        plots = [(t, m) for t, m in headlines(summary.task).items()
+                 if ((summary.task == t) & (summary.metric == m)).any()]
     figures: list[tuple[Path, str]] = []
     for task, metric in plots:
         name = column_label(f"{task} {metric}")
@@ -886,8 +901,10 @@ def tidy_csv(summary: pd.DataFrame) -> str:
 
 def parse_plot(value: str) -> tuple[str, str]:
     """'retrieval:r_mean' -> ('retrieval', 'r_mean'); a bare task takes its headline metric."""
+    from harness.taskspec import is_declared, task_spec
+
     task, _, metric = value.partition(":")
-    metric = metric or HEADLINE.get(task, "")
+    metric = metric or (task_spec(task).headline or "" if is_declared(task) else "")
     if not task or not metric:
         raise InputError(None, "--plot", f"expected TASK:METRIC (or a task with a headline metric), got {value!r}")
     return task, metric

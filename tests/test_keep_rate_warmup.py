@@ -32,7 +32,11 @@ def _runner(model, max_iters):
 
 
 def _ratios(model):
-    return [r.keep_ratio for r in patch_reducers(model)]
+    """The model's own reducers' ratios, after checking that its momentum model's keep in step with them."""
+    ratios = [r.keep_ratio for r in patch_reducers(model.vision)]
+    if getattr(model, "momentum_model", None) is not None:
+        assert [r.keep_ratio for r in patch_reducers(model.momentum_model)] == ratios
+    return ratios
 
 
 @pytest.mark.parametrize("target", [0.7, 0.5])
@@ -43,7 +47,7 @@ def test_the_schedule_is_evits_published_one_in_fractions_of_training(target):
     hook = KeepRateWarmupHook()  # the defaults are the published recipe
     runner = _runner(model, epochs * per_epoch)
     hook.before_train(runner)
-    assert len(patch_reducers(model)) == 3
+    assert len(patch_reducers(model)) == 6  # the model's three and its momentum model's, which keep in step
     for it in [0, 1, 39, 40, 41, 100, 239, 240, 241, 300, 439, 440, 441, 1199]:
         runner.iter = it
         hook.before_train_iter(runner, it % per_epoch)
@@ -105,7 +109,7 @@ def test_selection_by_reducer_and_models_without_reducers():
     for it, expected in [(0, 1.0), (4, 1.0), (5, 0.5), (9, 0.5)]:  # no length: a step, as shrink_epochs=0 is
         runner.iter = it
         hook.before_train_iter(runner, it)
-        assert _ratios(wrapped) == [expected] * 3
+        assert _ratios(wrapped.backbone) == [expected] * 3
 
 
 def test_bad_arguments_are_refused():

@@ -101,7 +101,7 @@ def test_keep_ratio_one_reproduces_albef(name):
     model = make(name, seed=1, keep_ratio=1.0).eval()
     missing, unexpected = model.load_state_dict(albef.state_dict(), strict=False)
     assert not unexpected
-    assert all(k.startswith(('vision.reducers.', 'text_to_vision.')) for k in missing)
+    assert all(k.removeprefix('momentum_model.').startswith(('vision.reducers.', 'text_to_vision.')) for k in missing)
     batch = make_batch()
     with torch.no_grad():
         ref = albef(batch['images'], batch['text_ids'], batch['text_mask'], mode='tensor')
@@ -155,15 +155,18 @@ def test_same_seed_same_losses(name):
     assert runs[0] == runs[1]
 
 
-def _block_lengths(model: nn.Module, monkeypatch) -> dict[int, list[int]]:
-    """Sequence length of every ViT block call during one pre-training forward, per block index."""
+def _block_lengths(model: nn.Module, monkeypatch, vit: nn.Module | None = None) -> dict[int, list[int]]:
+    """Sequence length of every call of ``vit``'s blocks (default: the model's own ViT, not its momentum copy)
+    during one pre-training forward, per block index."""
     from copa.vision import VisionTransformer
 
     calls: dict[int, list[int]] = {}
     run_block = VisionTransformer._run_block
+    vit = model.vision if vit is None else vit
 
     def recording(self, index, x, text_free, **kwargs):
-        calls.setdefault(index, []).append(x.shape[1])
+        if self is vit:
+            calls.setdefault(index, []).append(x.shape[1])
         return run_block(self, index, x, text_free, **kwargs)
 
     monkeypatch.setattr(VisionTransformer, '_run_block', recording)
@@ -181,6 +184,8 @@ def test_pretraining_step_runs_no_unpruned_vit_pass(name, monkeypatch):
     full, schedule = 65, make(name).vision.token_schedule()
     calls = _block_lengths(make(name), monkeypatch)
     assert calls == {i: [n] if i < 2 else [n, n] for i, n in enumerate(schedule)}
+    model = make(name)  # the momentum model takes the same two pruned paths (ITC text-free, MLM text-aware)
+    assert _block_lengths(model, monkeypatch, model.momentum_model['vision']) == calls
     calls = _block_lengths(make(name, **SEPARATE_PASSES), monkeypatch)
     assert calls == {i: [n] if i < 2 else [full, n, n] for i, n in enumerate(schedule)}
     assert schedule[:2] == [full, full] and schedule[-1] < full

@@ -55,6 +55,11 @@ def test_plan_orders_pretraining_before_each_models_tasks():
     sweep = plan(suite, seeds=[1], variants=["keep0.3"])
     assert {j.model for j in sweep} == {"copa", "trips", "evit", "random", "tome"}
     assert all(j.config["model"] == {"keep_ratio": 0.3} for j in sweep)
+    part = plan(suite, seeds=[0], variants=["", "pta0"], models=["copa"], tasks=["patch_detection", "vqa"])
+    assert [(j.kind, j.task, j.variant) for j in part] == [
+        ("chance", "pretrain", ""), ("chance", "patch_detection", ""), ("chance", "vqa", ""),
+        ("pretrain", "pretrain", ""), ("test", "patch_detection", ""), ("finetune", "vqa", ""),
+        ("pretrain", "pretrain", "pta0"), ("test", "patch_detection", "pta0"), ("finetune", "vqa", "pta0")]
 
 
 @pytest.mark.slow

@@ -208,35 +208,68 @@ def test_caption_generation_matches_analytic(models, name):
 
 def pretraining_step(model, vision: int, batch: int) -> int:
     """One sample of the pre-training loss at batch B, given its ViT cost: text encoder twice (the caption, then
-    the masked caption for MLM), ITC (projections, one row of B similarities), ITM on the positive and 2 mined
+    the masked caption for MLM), ITC (projections; with a momentum model four rows of B + queue similarities,
+    the model's and the momentum model's in both directions, else one row of B), ITM on the positive and 2 mined
     negatives (fusion + head), MLM (fusion + head on every token), PrefixLM decoder over the caption; every
-    fusion and the decoder see the ViT's final token count."""
+    fusion and the decoder see the ViT's final token count. Plus :func:`momentum_forward`."""
     v_dim, _, dim, _ = widths(model)
-    n_visual, embed, vocab = model.vision.token_schedule()[-1], model.vision_proj.out_features, model.vocab_size
+    n_visual, embed = model.vision.token_schedule()[-1], model.vision_proj.out_features
+    columns = 4 * (batch + model.image_queue.shape[0]) if model.momentum_model is not None else batch
     return (2 * text_encoder(model) + vision
-            + v_dim * embed + dim * embed + batch * embed
+            + v_dim * embed + dim * embed + columns * embed
             + 3 * (fusion(model, n_visual) + 2 * dim)
-            + fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * vocab)
-            + decoder_step(model, TEXT_LEN, n_visual))
+            + mlm(model, n_visual)
+            + decoder_step(model, TEXT_LEN, n_visual)) + momentum_forward(model, vision)
+
+
+def mlm(model, n_visual: int) -> int:
+    _, _, dim, _ = widths(model)
+    return fusion(model, n_visual) + TEXT_LEN * (dim * dim + ln(1, dim) + dim * model.vocab_size)
+
+
+def momentum_forward(model, vision: int) -> int:
+    """ALBEF's momentum model, forward only: the text encoder on the caption and on the masked caption, the same
+    ViT paths as the model, both ITC projections, and MLM on the masked caption."""
+    if model.momentum_model is None:
+        return 0
+    v_dim, _, dim, _ = widths(model)
+    embed = model.vision_proj.out_features
+    n_visual = model.vision.token_schedule()[-1]
+    return 2 * text_encoder(model) + vision + v_dim * embed + dim * embed + mlm(model, n_visual)
 
 
 def test_albef_pretraining_forward_matches_analytic(models):
-    """ALBEF: one ViT pass (no reducer: text-free and text-aware are one path)."""
+    """ALBEF: one ViT pass (no reducer: text-free and text-aware are one path), and its momentum model's."""
     model = models["albef"]
-    macs, _ = _plan_macs(model, "pretrain", "train", batch=4)
-    assert macs == pretraining_step(model, vit(model, model.vision.token_schedule()), batch=4)
+    macs, plan = _plan_macs(model, "pretrain", "train", batch=4)
+    vision = vit(model, model.vision.token_schedule())
+    assert macs == pretraining_step(model, vision, batch=4)
+    assert plan.info["no_backward_macs"] == momentum_forward(model, vision) > 0
 
 
 def test_copa_pretraining_forward_matches_analytic(models):
     """COPA's recipe: the shared prefix once and two pruned suffixes (text-aware; text-free, its detectors scoring
     against the image [CLS] at the same cost), the text [CLS] projected to vision width once, and ITM negatives
-    reusing the text-aware tokens, so ITM, MLM and PrefixLM see the pruned token count."""
+    reusing the text-aware tokens, so ITM, MLM and PrefixLM see the pruned token count. Its momentum model runs
+    the same paths."""
     model = models["copa"]
     schedule = model.vision.token_schedule()
     vision = vit(model, schedule) + vit(model, schedule, start=model.vision.shared_depth, embed=False)
     bridge = model.text_to_vision.in_features * model.text_to_vision.out_features
-    macs, _ = _plan_macs(model, "pretrain", "train", batch=4)
+    macs, plan = _plan_macs(model, "pretrain", "train", batch=4)
     assert macs == pretraining_step(model, vision + bridge, batch=4)
+    assert plan.info["no_backward_macs"] == momentum_forward(model, vision + bridge)
+
+
+def test_training_step_counts_the_momentum_model_once():
+    assert eff.step_macs(100, 30, train=True) == eff.TRAIN_FACTOR * 70 + 30
+    assert eff.step_macs(100, 30, train=False) == 100
+
+
+def test_parameter_count_leaves_out_the_momentum_copy(models):
+    model = models["albef"]
+    own = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("momentum_model."))
+    assert eff.parameter_count(model) == own < sum(p.numel() for p in model.parameters())
 
 
 # -------------------------------------------------------------------------------------- rows, tables, CLI
@@ -274,8 +307,11 @@ def test_task_rows_structure(task_rows, models):
         assert r.device == "cpu" and r.precision == "fp32" and r.batch == 2 and r.image_size == 64
         assert r.peak_tflops is None and r.peak_fraction is None and r.threads >= 1
         assert r.achieved_tflops == pytest.approx(2 * r.gmacs_step * 1e9 * r.samples_per_s / 1e12)
-        assert r.gmacs_step == pytest.approx(r.gmacs * (3 if r.phase == "train" else 1))
-        assert r.macs_basis.startswith("3 x forward") if r.phase == "train" else r.macs_basis == "forward"
+        if r.phase == "train":  # 3 x what gets gradients, the momentum model's forward once
+            assert r.gmacs < r.gmacs_step < 3 * r.gmacs
+            assert r.macs_basis.startswith("3 x forward") and "momentum model" in r.macs_basis
+        else:
+            assert r.gmacs_step == r.gmacs and r.macs_basis == "forward"
         assert r.samples_per_s > 0 and r.peak_mem_mb is not None
         if r.model == "albef":
             assert r.speedup_macs == 1.0 and r.speedup_time == 1.0

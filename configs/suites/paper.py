@@ -3,7 +3,7 @@ test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the 
 ablations: PTA off, the share of pre-training images whose boxes PTA sees, where the TPDs sit, and the
 pre-training recipe before the shared pruned passes (``separate_passes``: an unpruned text-free ViT pass and a
 text-aware suffix per ITM negative; copa.build.SEPARATE_PASSES), what MLM's patches are chosen from, PrefixLM
-without a text prefix, and TRIPS and EViT at their published schedules.
+without a text prefix, ALBEF's momentum distillation off, and TRIPS and EViT at their published schedules.
 
 Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),
 and which models and tasks they apply to. The default variant ("") is the main comparison.
@@ -36,6 +36,8 @@ variants = {
     "mlm_separate": dict(model=dict(mlm_query="separate"), models=["copa", "trips"], tasks=_ablation_tasks),
     "mlm_unmasked": dict(model=dict(mlm_query="unmasked"), models=["copa", "trips"], tasks=_ablation_tasks),
     "lm_captioning": dict(model=dict(lm_prefix="none"), models=["copa"], tasks=_ablation_tasks),
+    # ALBEF's momentum model, queue and distillation off (every dual-stream model pre-trains with them)
+    "no_momentum": dict(model=dict(momentum=None), models=["albef", "copa"], tasks=_ablation_tasks),
     "separate_passes": dict(model=dict(text_free="unreduced", itm_negatives="rerun"), models=["copa", "trips"],
                             tasks=_ablation_tasks),
 }

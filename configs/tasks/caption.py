@@ -19,7 +19,9 @@ _base_ = ["../_base_/default_runtime.py"]
 
 batch_size = 64
 max_iters = 300
-requires = ["decoder"]
+# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
+task_spec = dict(headline="cider", chance="majority_caption", requires=["decoder"], label="caption", order=50)
+requires = task_spec["requires"]  # what harness.runner checks a model against
 
 task_model = dict(type="CaptionModel", tokenizer=None, num_beams=3, max_length=20, length_penalty=1.0)
 

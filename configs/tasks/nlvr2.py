@@ -21,7 +21,9 @@ max_iters = 1000
 pretrained_vision_lr_mult = 0.1
 
 task_model = dict(type="NLVR2Model")
-requires = ["fusion"]
+# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
+task_spec = dict(headline="acc", chance="majority_label", requires=["fusion"], label="NLVR2", order=40)
+requires = task_spec["requires"]  # what harness.runner checks a model against
 
 pipeline = [
     dict(type="LoadImage"),  # both images of the pair

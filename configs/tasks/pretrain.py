@@ -10,6 +10,10 @@ _base_ = ["../_base_/default_runtime.py"]
 batch_size = 32
 max_iters = 500
 vision_init = True  # start the ViT from vision pre-training (tiny) or a timm file (--vision-init)
+# the declaration tables, the gate, chance and suites read (harness/taskspec.py); ITM and patch scores are in [0, 1]
+task_spec = dict(headline="itm_auc", gated=["itc_r1", "patch_auc"],
+                 fractions=["itm_acc", "itm_auc", "itc_r1", "patch_auc"], chance="uninformative_pretrain",
+                 label="pre-train", order=0)
 # A pre-trained ViT learns at a tenth of the rate, as a pre-trained backbone does when fine-tuned. ALBEF, 1,000
 # iterations from one object-trained ViT: at the full rate its patch tokens lost half of what they knew of shapes
 # (box-pooled linear probe 71% -> 35%; 67% at a tenth) and val ITM AUC was 0.76 against 0.87 (README).
@@ -86,4 +90,6 @@ custom_hooks = [
     dict(type="EfficiencyHook", repeats=5),
     dict(type="KeepRateWarmupHook", start=1.0, begin=10 / 300, length=100 / 300, schedule="cosine",
          reducers=["CLSAttentionReducer"]),
+    # ALBEF's momentum distillation weight ramps up over its first epoch of 30 (models with ``momentum``)
+    dict(type="DistillationWarmupHook", fraction=1 / 30),
 ]

@@ -12,6 +12,10 @@ _base_ = ["../_base_/default_runtime.py"]
 batch_size = 32
 max_iters = 200
 requires = ["itc"]
+# the declaration tables, the gate, chance and suites read (harness/taskspec.py); zero-shot retrieval is this config
+# run by a suite as a test of the pre-training checkpoint
+task_spec = dict(headline="r_mean", chance="random_ranking", requires=requires, label="retrieval", order=20,
+                 variants=dict(retrieval_zeroshot=dict(test_only=True, label="zero-shot retrieval", order=10)))
 
 task_model = dict(type="RetrievalModel", k=16)
 
@@ -46,4 +50,5 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=20, end=max_iters, eta_min=1e-6),
 ]
 default_hooks = dict(checkpoint=dict(interval=max_iters))
-custom_hooks = [dict(type="EfficiencyHook", repeats=3)]
+custom_hooks = [dict(type="EfficiencyHook", repeats=3),
+                dict(type="DistillationWarmupHook", fraction=1 / 30)]  # ALBEF Retrieval.py: alpha ramps over epoch 0

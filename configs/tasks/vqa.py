@@ -19,7 +19,9 @@ pretrained_vision_lr_mult = 0.1
 
 task_model = dict(type="VQAModel", answers_file="vqa/v2_synth_train_annotations.json", data_root=None,
                   min_count=9, max_answers=3129)  # ViLT's threshold; VQA v2 then has 3129 answers
-requires = ["fusion"]
+# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
+task_spec = dict(headline="vqa_acc", chance="question_type_prior", requires=["fusion"], label="VQA", order=30)
+requires = task_spec["requires"]  # what harness.runner checks a model against
 
 pipeline = [
     dict(type="LoadImage"),

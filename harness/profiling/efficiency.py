@@ -348,7 +348,7 @@ def profile_models(
         speedup_flops = macs[reference]["total"] / m["total"]
         rows.append(ProfileRow(
             model=name, image_size=image_size,
-            params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+            params_m=parameter_count(model) / 1e6,
             gmacs=m["total"] / 1e9, gmacs_vision=m["vision"] / 1e9, gmacs_reducer=m["reducer"] / 1e9,
             gmacs_text=m["text"] / 1e9, gmacs_fusion=m["fusion"] / 1e9,
             gmacs_decoder=None if extra[name]["decoder"] is None else extra[name]["decoder"] / 1e9,
@@ -700,9 +700,24 @@ def _parts(report: FlopReport, samples: int) -> dict[str, float]:
     return parts
 
 
+NO_BACKWARD_MODULES = ("momentum_model",)
+"""Modules a training step runs forward only (ALBEF's momentum model): a step costs them once, not
+``TRAIN_FACTOR`` times."""
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """The model's parameters, each once, without the copies :data:`NO_BACKWARD_MODULES` hold (a momentum model
+    is a training device, not part of the model that is deployed)."""
+    frozen = {id(p) for name, module in model.named_modules() if name.split(".")[-1] in NO_BACKWARD_MODULES
+              for p in module.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in frozen)
+
+
 def count_plan(plan: _Plan, train: bool) -> tuple[int, dict[str, float], dict[str, int]]:
-    """MACs per sample of a plan (fvcore, fp32), its parts in GMACs per sample, and the uncounted operators."""
+    """MACs per sample of a plan (fvcore, fp32), its parts in GMACs per sample, and the uncounted operators. The
+    share of the MACs spent in :data:`NO_BACKWARD_MODULES` goes to ``plan.info['no_backward_macs']``."""
     total, parts, unsupported = 0.0, {}, Counter()
+    no_backward = 0.0
     for label, module, inputs, samples in plan.counts:
         if isinstance(module, FlopReport):
             report = module
@@ -710,12 +725,20 @@ def count_plan(plan: _Plan, train: bool) -> tuple[int, dict[str, float], dict[st
             module.train(train)
             report = count_macs(module, inputs)
         total += report.total / samples
+        no_backward += sum(v for k, v in report.by_module.items() if k.split(".")[-1] in NO_BACKWARD_MODULES) / samples
         unsupported.update(report.unsupported)
         if len(plan.counts) > 1:
             parts[label] = report.total / samples / 1e9
         else:
             parts.update(_parts(report, samples))
+    plan.info["no_backward_macs"] = round(no_backward)
     return round(total), parts, dict(unsupported)
+
+
+def step_macs(forward: int, no_backward: int, train: bool) -> int:
+    """What one step costs per sample: inference its forward; training ``TRAIN_FACTOR`` x the forward of what gets
+    gradients (forward + backward) plus, once, the forward-only part (a momentum model)."""
+    return TRAIN_FACTOR * (forward - no_backward) + no_backward if train else forward
 
 
 @dataclass
@@ -883,21 +906,25 @@ def profile_tasks(
         say(f"{spec.name}: timing {len(calls)} models interleaved, batch {b}, {repeats} rounds after {warmup} warm-up")
         times = time_interleaved(calls, repeats=repeats, warmup=warmup, inference=False, device=device)
         peaks = {name: peak_memory_mb(call, device) if memory else None for name, call in calls.items()}
+        steps = {name: step_macs(macs[name], plan.info.get("no_backward_macs", 0), train)
+                 for name, plan in plans.items()}
         for name, plan in plans.items():
             per_sample = [t / plan.samples for t in times[name]]
             speed = summarize([1.0 / t for t in per_sample])
             ratio = None
             if reference in plans:
                 ratio = paired_ratio([t / plans[reference].samples for t in times[reference]], per_sample)
-            step = macs[name] * (TRAIN_FACTOR if train else 1)
+            no_backward = plan.info.get("no_backward_macs", 0)
+            step = steps[name]
             achieved = 2 * step * speed.median / 1e12
-            speedup_macs = macs[reference] / macs[name] if reference in plans and macs[name] else None
+            speedup_macs = steps[reference] / step if reference in plans and step else None
             rows.append(TaskCostRow(
                 model=name, task=spec.task, phase=spec.phase, unit=UNITS[(spec.task, spec.phase)],
                 image_size=image_size, text_len=text_len, batch=b,
-                params_m=sum(p.numel() for p in plan.module.parameters()) / 1e6,
+                params_m=parameter_count(plan.module) / 1e6,
                 gmacs=macs[name] / 1e9, gmacs_step=step / 1e9,
-                macs_basis=f"{TRAIN_FACTOR} x forward (forward + backward)" if train else "forward",
+                macs_basis="forward" if not train else f"{TRAIN_FACTOR} x forward (forward + backward)" + (
+                    f", the momentum model's {no_backward / 1e9:.3g} G once (no backward)" if no_backward else ""),
                 gmacs_parts=parts[name], unsupported_ops=unsupported[name],
                 samples_per_s=speed.median, samples_per_s_iqr=speed.iqr,
                 ms_per_call=summarize(times[name]).median * 1000,
