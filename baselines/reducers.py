@@ -1,6 +1,6 @@
 """Baseline patch reducers. EViT, TRIPS-style and random plug into the same ``VisionTransformer`` reduction
 points as COPA's TPD and keep the same token budget: ``[CLS] + ceil(keep_ratio * N) + 1`` tokens leave every
-reduction point. ToMe merges inside every block instead, as published, at a matched MAC budget (``copa.build``).
+reduction point. ToMe merges inside every block instead, as published, at a matched MAC budget (``zoo.build``).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from copa.macs import merge_matching_macs
 from copa.reducers import PatchReducer, ReducerOutput, attention_log_probs, num_merged, split_qkv_heads
 from copa.registry import MODELS
 
@@ -30,6 +31,10 @@ class CLSAttentionReducer(PatchReducer):
     def score(self, tokens: Tensor, text: Tensor | None, qkv: Tensor | None, block: nn.Module) -> Tensor:
         q, k, _ = split_qkv_heads(qkv, block)
         return attention_log_probs(q[:, :, 0], k, block.attn.scale)[:, 1:]
+
+    def macs(self, n_tokens: int, dim: int, head_dim: int) -> int:
+        """The [CLS] query against the N patch keys; the query and keys come from the block's own ``qkv``."""
+        return (n_tokens - 1) * dim
 
 
 @MODELS.register_module()
@@ -57,6 +62,10 @@ class TextAttentionReducer(PatchReducer):
         query = attn.q_norm(query)
         return attention_log_probs(query, k, attn.scale)[:, 1:]
 
+    def macs(self, n_tokens: int, dim: int, head_dim: int) -> int:
+        """The text [CLS] through the block's query projection, then against the N patch keys."""
+        return (n_tokens - 1) * dim + dim * dim
+
 
 @MODELS.register_module()
 class RandomReducer(PatchReducer):
@@ -83,7 +92,7 @@ class ToMeReducer(PatchReducer):
 
     Args:
         r: tokens merged per block (constant, ToMe's ``model.r = r``). Named models derive it from ``keep_ratio``
-            so that the model's MACs per pair match the keep-and-fuse reducers' at that ratio (``copa.build``).
+            so that the model's MACs per pair match the keep-and-fuse reducers' at that ratio (``zoo.build``).
         keep_ratio: the keep ratio ``r`` was matched to; recorded only (it does not change ``r``).
         prop_attn: proportional attention. Default ``True``, the default of the official timm patch
             (``apply_patch(..., prop_attn=True)``), which our timm blocks mirror; the official MAE patch defaults to
@@ -111,6 +120,10 @@ class ToMeReducer(PatchReducer):
 
     def num_merged(self, num_tokens: int) -> int:
         return num_merged(num_tokens, self.r)
+
+    def macs(self, n_tokens: int, dim: int, head_dim: int) -> int:
+        """The bipartite similarity of the block's head-averaged keys; none when the block merges nothing."""
+        return merge_matching_macs(n_tokens, head_dim) if self.num_merged(n_tokens) else 0
 
     def forward(
         self,

@@ -2,16 +2,15 @@
 
 The efficiency unit is one image and ``text_len`` text tokens through the vision, text and fusion
 encoders (the text-aware path; decoder and heads excluded). Counted: every matmul in linear layers and
-attention (``QK^T`` and ``AV``), the patch embedding and the reducers' own projections (ToMe: the bipartite
-similarity matrix of each merge). Not counted: normalisation, softmax, activations, additions, sorting, gathers
-and scatters (fvcore ignores them too). This is the same quantity as fvcore's count with an SDPA handle, and lets
-defaults be chosen without tracing a base-scale model.
+attention (``QK^T`` and ``AV``), the patch embedding and the reducers' own scoring, as each reducer reports it
+(``PatchReducer.macs``; ToMe: the bipartite similarity matrix of each merge). Not counted: normalisation,
+softmax, activations, additions, sorting, gathers and scatters (fvcore ignores them too). This is the same quantity
+as fvcore's count with an SDPA handle, and lets defaults be chosen without tracing a base-scale model.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from copa.patch_detector import TextAwarePatchDetector
 from copa.reducers import num_merged
 from copa.vision import VisionTransformer, merge_schedule, token_schedule
 
@@ -50,16 +49,13 @@ def vision_macs(vision: VisionTransformer, extra_tokens: int = 0) -> int:
         total += block_macs(n_attn + extra_tokens, n_mlp + extra_tokens, dim, mlp_dim)
     lengths = [n_attn for n_attn, _ in blocks]
     for index, reducer in zip(vision.reduction_layers, vision.reducers.values(), strict=True):
-        if reducer.in_block:  # a merge inside this block (ToMe), skipped when it would merge nothing
-            n_attn, n_mlp = blocks[index]
-            total += merge_matching_macs(n_attn, vision.blocks[index].attn.head_dim) if n_mlp < n_attn else 0
-            continue
-        n_in = (lengths[index - 1] if index > 0 else vision.num_patches + 1) - 1
-        if isinstance(reducer, TextAwarePatchDetector):
-            hidden = reducer.patch_proj.out_features
-            total += n_in * dim * hidden + dim * hidden + n_in * hidden
-        elif reducer.needs_qkv:
-            total += n_in * dim + (dim * dim if reducer.text_aware else 0)
+        # each reducer counts its own scoring (PatchReducer.macs); a merging one (ToMe) runs inside block ``index``
+        # on that block's tokens, a keep-and-fuse one between blocks on what the previous block left
+        if reducer.in_block:
+            n_tokens = lengths[index]
+        else:
+            n_tokens = lengths[index - 1] if index > 0 else vision.num_patches + 1
+        total += reducer.macs(n_tokens, dim, vision.blocks[index].attn.head_dim)
     return total
 
 
@@ -91,7 +87,7 @@ def tome_budget_r(
     """ToMe's ``r`` (tokens merged per block) whose MACs per image-text pair come closest to those of a
     keep-and-fuse reducer (EViT, COPA, ...) keeping ``keep_ratio`` before each of ``budget_layers``.
 
-    ``cfg`` is a dual-stream model config (``copa.build.model_config``: ``vision``, ``text``, ``fusion_layers``);
+    ``cfg`` is a dual-stream model config (``zoo.build.model_config``: ``vision``, ``text``, ``fusion_layers``);
     ``merge_layers`` are the blocks that merge (default: every block, as ToMe). Both sides are counted with this
     module's formulas: the ViT blocks, ToMe's matching, and the fusion encoder's cross-attention over the visual
     tokens with the projection to text width when they differ; what both pay alike (patch embedding, text

@@ -22,9 +22,9 @@ class TextAwarePatchDetector(PatchReducer):
     Cost: ``N * D * hidden + hidden * N`` multiply-adds per reduction point, under 0.4% of one ViT-B block
     at the default ``hidden = D // 4``.
 
-    Where the TPDs sit and how much they keep is configuration (``copa.build.METHODS['copa']``). Defaults:
+    Where the TPDs sit and how much they keep is configuration (``zoo.build.METHODS['copa']``). Defaults:
     three TPDs, before blocks 2, 5 and 8 at base scale (2, 3, 4 at tiny), each keeping half of its input,
-    which puts COPA at ALBEF's MACs / 2.05 per pair (budget / 1.88; the derivation is in ``copa.build``).
+    which puts COPA at ALBEF's MACs / 2.05 per pair (budget / 1.88; the derivation is in ``zoo.build``).
     On the text-free path (ITC image embeddings, the retrieval index, captioning) there is no text: the image's
     own [CLS] token stands in for ``t`` (same MLP, same budget), so that path is pruned as much as the
     text-aware one. PTA trains only the text-conditioned scores; the image-conditioned ones learn through the
@@ -49,3 +49,8 @@ class TextAwarePatchDetector(PatchReducer):
         patches = self.patch_proj(self.patch_norm(tokens[:, 1:]))
         query = self.text_proj(self.text_norm(text)).unsqueeze(1)
         return self.head(self.act(patches + query)).squeeze(-1)
+
+    def macs(self, n_tokens: int, dim: int, head_dim: int) -> int:
+        """The patch projection of the N non-[CLS] tokens, the text projection (once) and the one-logit head."""
+        n, hidden = n_tokens - 1, self.patch_proj.out_features
+        return n * dim * hidden + dim * hidden + n * hidden

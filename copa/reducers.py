@@ -106,6 +106,9 @@ class PatchReducer(nn.Module):
       layers may include block 0.
       ``prop_attn``: with a merging reducer, every block after the first merge adds ``log(size)`` of each key
       token to its attention logits (ToMe's proportional attention).
+
+    A reducer also reports its own cost (:meth:`macs`), so :mod:`copa.macs` counts any reducer, a baseline's or a
+    plugin's, without knowing its class.
     """
 
     text_aware: bool = False
@@ -120,6 +123,12 @@ class PatchReducer(nn.Module):
 
     def num_kept(self, num_tokens: int) -> int:
         return num_kept(num_tokens, self.keep_ratio)
+
+    def macs(self, n_tokens: int, dim: int, head_dim: int) -> int:
+        """Multiply-adds of one call on ``n_tokens`` tokens ([CLS] included) of width ``dim`` (``head_dim``: the
+        ViT's per-head width), counted as :mod:`copa.macs` counts (matmuls only). The base class's scores cost
+        none (random, norms); a reducer whose scoring multiplies matrices overrides this."""
+        return 0
 
     def score(self, tokens: Tensor, text: Tensor | None, qkv: Tensor | None, block: nn.Module) -> Tensor:
         """``(B, N)`` score logits of the non-[CLS] tokens."""

@@ -2,7 +2,7 @@
 + PrefixLM decoder, with ITC / ITM / MLM / PrefixLM / PTA heads.
 
 COPA and the dual-stream baselines are this one class with a different ``vision.reducer`` and ``losses``
-(see ``copa.build``). Which image tokens feed which objective:
+(see ``zoo.build``). Which image tokens feed which objective:
 
 * ITC and PrefixLM use the *text-free* path: the image embedding must not depend on the caption (retrieval
   shortlists with it; captioning has no text; the caption PrefixLM continues must not choose the patches).

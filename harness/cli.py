@@ -94,6 +94,24 @@ def _run_on(args: argparse.Namespace):
     return device, check_precision(args.precision, device)
 
 
+def _data_config(args: argparse.Namespace):
+    """``--data-config`` read and checked before anything runs (its files once the task is known); None without."""
+    if args.data_config is None:
+        return None
+    from harness.data.layouts import load_data_config
+
+    return load_data_config(args.data_config, args.data, args.tokenizer)
+
+
+def _add_data_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-config", default=None, metavar="NAME",
+                        help="read a real dataset: a data config of configs/data (coco, flickr30k, vqa_v2, nlvr2, "
+                             "refcoco, refcoco_plus, refcocog) or a .py/.json file; --data is then its root")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="a directory with a vocab.txt (e.g. a local BERT's); with --data-config when the data "
+                             "config names none")
+
+
 def _join(launcher: str, device=None) -> bool:
     """Join the launcher's process group; True in the process that prints (rank 0)."""
     from harness import distributed
@@ -109,10 +127,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     parse_options(args.cfg_options)  # a malformed option fails before any data or vision job is made
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
+    data_config = _data_config(args)
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
-                       vision_init=args.vision_init, device=device, precision=precision)
+                       vision_init=args.vision_init, device=device, precision=precision, data_config=data_config,
+                       tokenizer=args.tokenizer)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     summary = train(cfg)
@@ -132,9 +152,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
     parse_options(args.cfg_options)
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
+    data_config = _data_config(args)
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
-                       seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision)
+                       seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision,
+                       data_config=data_config, tokenizer=args.tokenizer)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     metrics = test(cfg)
@@ -232,8 +254,8 @@ def _config_docs(folder) -> dict[str, str]:
 
 
 def _model_docs() -> dict[str, str]:
-    """name -> what the model is, from the registry (copa.build.METHODS): its type or reducer, keep ratio, losses."""
-    from copa.build import METHODS
+    """name -> what the model is, from the registry (zoo.build.METHODS): its type or reducer, keep ratio, losses."""
+    from zoo import METHODS
 
     docs = {}
     for name, method in METHODS.items():
@@ -315,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, help="albef, copa, trips, evit, random, tome or vilt")
     train.add_argument("--task", required=True, help="a task config under configs/tasks (e.g. pretrain)")
     train.add_argument("--scale", default="tiny", help="tiny or base")
-    train.add_argument("--data", default=None, help="benchmark directory (default: data/tiny, generated if missing)")
+    train.add_argument("--data", default=None, help="benchmark directory (default: data/tiny, generated if missing); "
+                       "with --data-config, the dataset's root")
     train.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
     train.add_argument("--seed", type=int, default=0, help="random seed of the job")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
@@ -328,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
     train.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     _add_run_on(train)
+    _add_data_config(train)
     train.set_defaults(func=_cmd_train)
 
     test = sub.add_parser("test", help="evaluate a checkpoint on a task's test split")
@@ -335,13 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--task", required=True, help="a task config under configs/tasks")
     test.add_argument("--checkpoint", required=True, help="a fine-tuned (or, zero-shot, a pre-training) checkpoint")
     test.add_argument("--scale", default="tiny", help="tiny or base")
-    test.add_argument("--data", default=None, help="benchmark directory (default: data/tiny)")
+    test.add_argument("--data", default=None, help="benchmark directory (default: data/tiny); with --data-config, "
+                      "the dataset's root")
     test.add_argument("--work-dir", default=None, help="default: work_dirs/TASK/MODEL_SCALE_seedSEED")
     test.add_argument("--seed", type=int, default=0, help="random seed of the job")
     test.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                        help="override keys of the job config, e.g. default_hooks.checkpoint.interval=100")
     test.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"], help=LAUNCHER_HELP)
     _add_run_on(test)
+    _add_data_config(test)
     test.set_defaults(func=_cmd_test)
 
     profile = sub.add_parser("profile", help="GMACs, parameters, throughput and latency per model (one process)")
@@ -411,9 +437,18 @@ def _cmd_baseline_update(args: argparse.Namespace) -> int:
     from harness.gate import update_baseline
 
     _check_out_dir(args.out, "--out", file=True)
-    baseline = update_baseline(args.results, args.out, suite=args.suite)
+    overrides = {name: getattr(args, name) for name in ("k", "alpha", "min_effect") if getattr(args, name) is not None}
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if not (value >= 0 and value < float("inf")) or (name != "k" and value >= 1) or (name == "alpha" and not value):
+            raise InputError(None, flag, f"out of range: {value!r} (--k >= 0; --alpha in (0, 1); --min-effect in "
+                             "[0, 1))")
+    baseline = update_baseline(args.results or [_RESULTS_STORE], args.out, suite=args.suite, overrides=overrides)
+    runs = baseline["measurement"]["runs"]
     print(f"wrote {args.out}: {len(baseline['entries'])} entries of suite {baseline['suite']} "
-          f"(mean over seeds {baseline['provenance']['seeds']})")
+          f"(mean over {len(runs)} runs: {len(baseline['provenance']['stores'])} store(s), seeds "
+          f"{baseline['provenance']['seeds']}" + ("; one run: fixed tolerances, no measured spread)" if len(runs) < 2
+                                                  else "; tolerances from their spread)"))
     return 0
 
 
@@ -447,9 +482,18 @@ def _add_results_commands(sub) -> None:
 
     baseline = sub.add_parser("baseline", help="manage the regression gate's baseline")
     baseline_sub = baseline.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
-    update = baseline_sub.add_parser("update", help="write the baseline from the store's latest rows (mean over "
-                                                    "seeds)")
-    update.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    update = baseline_sub.add_parser("update", help="write the baseline from the latest rows of one or several "
+                                                    "stores (mean over runs; the runs' spread sets the tolerances)")
+    update.add_argument("--results", action="append", default=None, metavar="STORE",
+                        help=f"results store (default {_RESULTS_STORE}); repeat it for reruns of the suite: every "
+                             "(store, seed) is one run, and each metric's run-to-run std and n are recorded")
+    update.add_argument("--k", type=float, default=None,
+                        help="accuracy tolerance in standard errors: max(k x std x sqrt(1/m + 1/n), floor) (default: "
+                             "the existing file's, else 3)")
+    update.add_argument("--alpha", type=float, default=None,
+                        help="speed ratios: significance level of the Mann-Whitney test (default: kept, else 0.01)")
+    update.add_argument("--min-effect", type=float, default=None,
+                        help="speed ratios: the smallest slowdown that fails, a fraction (default: kept, else 0.10)")
     update.add_argument("--out", default=_BASELINE_FILE, help=f"baseline file (default {_BASELINE_FILE})")
     update.add_argument("--suite", default=None, help="needed when the store holds several suites")
     update.set_defaults(func=_cmd_baseline_update)

@@ -2,11 +2,18 @@
 
 Rules per baseline entry (model, task, variant, metric), values averaged over seeds:
 
-- accuracy: may rise freely; a drop beyond the tolerance fails (absolute, in the metric's own units:
-  points for the x100 metrics; ``baseline update`` writes 0.02 overrides for metrics reported in [0, 1]);
+- accuracy: may rise freely; a drop beyond the tolerance fails (absolute, in the metric's own units). The
+  tolerance comes from the measured run-to-run spread when the baseline has one (``baseline update`` over several
+  stores or seeds records per entry the runs' ``std`` and ``n``): ``max(k * std * sqrt(1/m + 1/n), floor)``, k
+  standard errors of the difference between the baseline's mean of n runs and the checked mean of m runs; the
+  floor (and the whole tolerance without a spread: one run, an old baseline) is the fixed ``tolerances.accuracy``
+  or its ``per_metric`` override (``baseline update`` writes 0.02 for metrics reported in [0, 1]);
 - flops (``gmacs``, ``params_m``, ``speedup_flops``): deterministic, so equal to 1e-9 relative;
-- speed_ratio (``speedup_time``, a ratio to the reference model timed in the same process): fails when
-  ``now < baseline * (1 - tolerance)``;
+- speed_ratio (``speedup_time``, a ratio to the reference model timed in the same process): with per-round ratio
+  samples on both sides (the profiler's rounds, kept in the store's ``samples`` and the baseline entry's), fails
+  when a one-sided Mann-Whitney U test finds the new ratios lower (p < ``alpha``) *and* the median fell by more
+  than ``min_effect`` (as asv compares benchmark samples); without samples, or too few for the test to reach
+  ``alpha``, the fixed fallback ``now < baseline * (1 - tolerances.speed_ratio)``;
 - info (absolute ``pairs_per_s``, ``latency_ms``): reported, never gates (machines differ);
 - an entry with no result fails as "missing" (info entries excepted).
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +32,22 @@ from harness.results import DEFAULT_STORE, EFFICIENCY_TASK, latest, read_rows, s
 
 DEFAULT_BASELINE = "results/baseline.json"
 DEFAULT_TOLERANCES = {"accuracy": 2.0, "speed_ratio": 0.15}
+# the evidence rules' parameters (tolerances.k, .alpha, .min_effect): 3 standard errors; a 1% false-alarm rate per
+# speed check and at least a 10% slowdown (a 15% slower forward moves a ratio by 13%; the smoke's rounds move
+# medians by a few %)
+EVIDENCE_DEFAULTS = {"k": 3.0, "alpha": 0.01, "min_effect": 0.10}
+BASELINE_FORMAT = 2
+EVIDENCE_BOUNDS = {"k": (0.0, math.inf, "a number >= 0 (standard errors)"),
+                   "alpha": (1e-12, 1.0, "a probability in (0, 1)"),
+                   "min_effect": (0.0, 1.0, "a fraction in [0, 1)")}
+ACCURACY_RULE = ("tolerance = max(k * std * sqrt(1/m + 1/n), floor): std the sample standard deviation of the "
+                 "entry's n baseline runs (a run: one seed of one store given to `baseline update`), m the runs "
+                 "averaged in the checked result, floor tolerances.accuracy or its per_metric override; without a "
+                 "measured spread (n < 2) the floor alone")
+SPEED_RULE = ("one-sided Mann-Whitney U test of the checked run's per-round speed-ratio samples against the "
+              "baseline entry's (pooled over its runs): fails when p < alpha and the median ratio fell by more "
+              "than min_effect; without samples on either side, or too few for p to reach alpha, fails when "
+              "now < baseline x (1 - tolerances.speed_ratio)")
 FLOP_RELATIVE = 1e-9
 KINDS = ("accuracy", "flops", "speed_ratio", "info")
 FLOP_METRICS = frozenset({"gmacs", "params_m", "speedup_flops"})
@@ -52,17 +75,37 @@ def metric_kind(task: str, metric: str) -> str:
     return "accuracy" if metric in task_spec(task, flag="task").gated_metrics else "info"
 
 
-def aggregate(rows: Iterable[Mapping], suite: str | None = None) -> dict[Key, tuple[float | None, str]]:
-    """(value, reason) per key: the mean over seeds of the latest 'ok' rows; (None, reason) when all are n/a."""
+@dataclass
+class Result:
+    """One key's latest rows: the 'ok' values (one per seed), the reason when all are n/a, and the per-round
+    samples pooled over the rows that carry them (speed ratios)."""
+
+    values: list[float]
+    reason: str = ""
+    samples: list[float] | None = None
+
+    @property
+    def value(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+
+def collect(rows: Iterable[Mapping], suite: str | None = None) -> dict[Key, Result]:
+    """Per key, the latest rows of ``suite`` (every suite when None) as a :class:`Result`."""
     groups: dict[Key, list[Mapping]] = {}
     for row in latest(rows):
         if suite is None or row["suite"] == suite:
             groups.setdefault((row["model"], row["task"], row["variant"], row["metric"]), []).append(row)
     out = {}
     for key, group in groups.items():
-        values = [r["value"] for r in group if r["status"] == "ok"]
-        out[key] = (sum(values) / len(values), "") if values else (None, group[0]["reason"])
+        ok = [r for r in group if r["status"] == "ok"]
+        samples = [float(x) for r in ok for x in r.get("samples", ())]
+        out[key] = Result([r["value"] for r in ok], "" if ok else group[0]["reason"], samples or None)
     return out
+
+
+def aggregate(rows: Iterable[Mapping], suite: str | None = None) -> dict[Key, tuple[float | None, str]]:
+    """(value, reason) per key: the mean over seeds of the latest 'ok' rows; (None, reason) when all are n/a."""
+    return {key: (r.value, r.reason) for key, r in collect(rows, suite).items()}
 
 
 def _pick_suite(rows: list[dict], suite: str | None, where: str | os.PathLike) -> str:
@@ -79,34 +122,86 @@ def _pick_suite(rows: list[dict], suite: str | None, where: str | os.PathLike) -
 # ------------------------------------------------------------------------------------------------ baseline
 
 
-def make_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | None = None,
-                  tolerances: Mapping | None = None) -> dict:
-    """A baseline from the store's latest rows of one suite (mean over seeds), with the given tolerances.
+def _stdev(values: list[float]) -> float | None:
+    """The sample standard deviation (n - 1), None below two values."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
-    Default tolerances add a 0.02 override for each gated metric that its task declares a fraction in [0, 1]
-    (2 points of 100).
+
+def make_baseline(store_dir: str | os.PathLike | Sequence[str | os.PathLike] = DEFAULT_STORE,
+                  suite: str | None = None, tolerances: Mapping | None = None,
+                  overrides: Mapping | None = None) -> dict:
+    """A baseline from the latest rows of one suite in one or several stores (each a rerun of the suite).
+
+    Every (store, seed) is one run: an entry's value is the mean over the runs, and with two or more its ``std``
+    and ``n`` are the measured run-to-run spread that the accuracy tolerance is made from (``ACCURACY_RULE``);
+    a speed ratio also keeps its per-round ``samples`` pooled over the runs, for the check's Mann-Whitney test.
+    Default tolerances (the fixed floors) add a 0.02 override for each gated metric that its task declares a
+    fraction in [0, 1] (2 points of 100); missing evidence parameters take ``EVIDENCE_DEFAULTS``, and
+    ``overrides`` win over both.
     """
     from harness.taskspec import task_spec
 
-    rows = read_rows(store_dir)
-    path = store_file(store_dir)
-    if not rows:
-        raise InputError(path, None, "no results in the store to make a baseline from")
-    suite = _pick_suite(rows, suite, path)
-    used = [r for r in latest(rows) if r["suite"] == suite]
-    values = aggregate(used)
-    entries = [{"model": m, "task": t, "variant": v, "metric": k, "value": value, "kind": metric_kind(t, k)}
-               for (m, t, v, k), (value, _) in sorted(values.items())]
+    stores = [store_dir] if isinstance(store_dir, (str, os.PathLike)) else list(store_dir)
+    if not stores:
+        raise InputError(None, "--results", "no results store given")
+    per_store = []
+    for store in stores:
+        rows = read_rows(store)
+        if not rows:
+            raise InputError(store_file(store), None, "no results in the store to make a baseline from")
+        per_store.append((store, rows))
+    if suite is None:
+        suite = _pick_suite([r for _, rows in per_store for r in rows], None, store_file(stores[0]))
+    used_by_store = []
+    for store, rows in per_store:
+        used_by_store.append([r for r in latest(rows) if r["suite"] == _pick_suite(rows, suite, store_file(store))])
+    used = [r for rows in used_by_store for r in rows]
+    runs: dict[Key, list[float]] = {}
+    samples: dict[Key, list[float]] = {}
+    reasons: dict[Key, str] = {}
+    run_ids = []
+    for i, rows in enumerate(used_by_store):
+        by_seed: dict[int, list[Mapping]] = {}
+        for r in rows:
+            by_seed.setdefault(r["seed"], []).append(r)
+        for seed, seed_rows in sorted(by_seed.items()):
+            run_ids.append({"store": str(stores[i]), "seed": seed,
+                            "git_commits": sorted({r["git_commit"] for r in seed_rows})})
+            for key, result in collect(seed_rows).items():
+                runs.setdefault(key, [])
+                reasons.setdefault(key, result.reason)
+                if result.values:
+                    runs[key].append(result.value)
+                if result.samples:
+                    samples.setdefault(key, []).extend(result.samples)
+    entries = []
+    for key in sorted(runs):
+        (m, t, v, k), values = key, runs[key]
+        entry = {"model": m, "task": t, "variant": v, "metric": k,
+                 "value": sum(values) / len(values) if values else None, "kind": metric_kind(t, k)}
+        if entry["kind"] in ("accuracy", "speed_ratio") and values:
+            std = _stdev(values)
+            entry |= {"n": len(values), "std": std}
+        if entry["kind"] == "speed_ratio" and key in samples:
+            entry["samples"] = samples[key]
+        entries.append(entry)
     if tolerances is None:
         fractions = sorted({e["metric"] for e in entries if e["kind"] == "accuracy"
                             and e["metric"] in task_spec(e["task"], flag="task").fractions})
         tolerances = {**DEFAULT_TOLERANCES, "per_metric": {m: DEFAULT_TOLERANCES["accuracy"] / 100 for m in fractions}}
+    tolerances = {**DEFAULT_TOLERANCES, **EVIDENCE_DEFAULTS, **tolerances, **(overrides or {})}
     newest = max(used, key=lambda r: r["created"])
+    spread = [e["n"] for e in entries if e["kind"] == "accuracy" and e.get("n")]
     return {
+        "format": BASELINE_FORMAT,
         "created": utc_now(),
         "suite": suite,
         "provenance": {
             "suite": suite,
+            "stores": [str(s) for s in stores],
             "scales": sorted({r["scale"] for r in used}),
             "git_commits": sorted({r["git_commit"] for r in used}),
             "git_dirty": any(r["git_dirty"] for r in used),
@@ -115,21 +210,31 @@ def make_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, suite: str | Non
             "seeds": sorted({r["seed"] for r in used}),
             "rows": len(used),
         },
+        "measurement": {
+            "runs": run_ids,
+            "how": f"{len(run_ids)} runs ({len(stores)} store(s) x their seeds); accuracy entries hold the runs' "
+                   f"mean, std and n (n = {min(spread, default=0)}..{max(spread, default=0)}), speed ratios also "
+                   "their per-round samples",
+            "accuracy_rule": ACCURACY_RULE,
+            "speed_rule": SPEED_RULE,
+        },
         "tolerances": dict(tolerances),
         "entries": entries,
     }
 
 
-def update_baseline(store_dir: str | os.PathLike = DEFAULT_STORE, out: str | os.PathLike = DEFAULT_BASELINE,
-                    suite: str | None = None) -> dict:
-    """Rewrite the baseline file atomically; an existing file's tolerances (hand-tuned overrides) are kept."""
+def update_baseline(store_dir: str | os.PathLike | Sequence[str | os.PathLike] = DEFAULT_STORE,
+                    out: str | os.PathLike = DEFAULT_BASELINE, suite: str | None = None,
+                    overrides: Mapping | None = None) -> dict:
+    """Rewrite the baseline file atomically from one or several stores; an existing file's tolerances (hand-tuned
+    floors and evidence parameters) are kept, ``overrides`` (e.g. ``{"k": 4}``) win over both."""
     tolerances = None
     if Path(out).exists():
         try:
             tolerances = load_baseline(out)["tolerances"]
         except InputError:
             tolerances = None  # an unreadable old baseline is simply replaced
-    baseline = make_baseline(store_dir, suite, tolerances)
+    baseline = make_baseline(store_dir, suite, tolerances, overrides)
     write_atomic(out, json.dumps(baseline, indent=2) + "\n")
     return baseline
 
@@ -171,6 +276,13 @@ def load_baseline(path: str | os.PathLike) -> dict:
             raise InputError(path, f"tolerances.{key}", f"must be a number >= 0, got {tolerances[key]!r}")
     if "speed_ratio" in tolerances and tolerances["speed_ratio"] >= 1:
         raise InputError(path, "tolerances.speed_ratio", "must be below 1 (a fraction of the baseline ratio)")
+    for key, (low, high, what) in EVIDENCE_BOUNDS.items():
+        if key in tolerances and not (_number(tolerances[key]) and low <= tolerances[key] < high):
+            raise InputError(path, f"tolerances.{key}", f"must be {what}, got {tolerances[key]!r}")
+    if "format" in data and (not isinstance(data["format"], int) or isinstance(data["format"], bool)
+                             or not 1 <= data["format"] <= BASELINE_FORMAT):
+        raise InputError(path, "format", f"must be an integer 1..{BASELINE_FORMAT} (this copa-bench reads up to "
+                         f"{BASELINE_FORMAT}), got {data['format']!r}")
     per_metric = tolerances.get("per_metric", {})
     if not isinstance(per_metric, dict):
         raise InputError(path, "tolerances.per_metric", "must be an object {metric or task/metric: tolerance}")
@@ -201,6 +313,17 @@ def load_baseline(path: str | os.PathLike) -> dict:
             raise InputError(path, f"{where}.value", f"a speed ratio must be > 0, got {entry['value']!r}")
         if "tolerance" in entry and not (_number(entry["tolerance"]) and entry["tolerance"] >= 0):
             raise InputError(path, f"{where}.tolerance", f"must be a number >= 0, got {entry['tolerance']!r}")
+        if "std" in entry and not (_number(entry["std"], allow_none=True) and (entry["std"] or 0) >= 0):
+            raise InputError(path, f"{where}.std", f"must be a number >= 0 or null, got {entry['std']!r}")
+        if "n" in entry and (not isinstance(entry["n"], int) or isinstance(entry["n"], bool) or entry["n"] < 1
+                             or entry["n"] > 10**6):
+            raise InputError(path, f"{where}.n", f"must be a positive integer (runs measured), got {entry['n']!r}")
+        if "samples" in entry:
+            samples = entry["samples"]
+            if not isinstance(samples, list) or not samples or len(samples) > 10**6 or not all(
+                    _number(x) and x > 0 for x in samples):
+                raise InputError(path, f"{where}.samples", "must be a non-empty list of positive finite numbers "
+                                 "(per-round speed ratios)")
         key = (entry["model"], entry["task"], entry["variant"], entry["metric"])
         if key in seen:
             raise InputError(path, where, f"duplicate entry for {'/'.join(key)}")
@@ -213,7 +336,8 @@ def load_baseline(path: str | os.PathLike) -> dict:
 
 @dataclass
 class Check:
-    """One baseline entry judged against the results."""
+    """One baseline entry judged against the results (``tolerance``: the accuracy drop or speed fraction allowed;
+    ``p_value``: the speed test's, when it ran)."""
 
     model: str
     task: str
@@ -225,9 +349,12 @@ class Check:
     rule: str
     passed: bool
     why: str = ""
+    tolerance: float | None = None
+    p_value: float | None = None
 
 
 def _tolerance(entry: Mapping, tolerances: Mapping) -> float:
+    """The fixed tolerance: the entry's hand-set one, a per-metric override, or the kind's."""
     if "tolerance" in entry:
         return float(entry["tolerance"])
     per_metric = tolerances.get("per_metric", {})
@@ -237,36 +364,100 @@ def _tolerance(entry: Mapping, tolerances: Mapping) -> float:
     return float(tolerances.get(entry["kind"], DEFAULT_TOLERANCES.get(entry["kind"], 0.0)))
 
 
-def judge(entry: Mapping, result: tuple[float | None, str] | None, tolerances: Mapping) -> Check:
-    """Apply the entry's rule to the aggregated result (None: the store has no such row)."""
+def _param(tolerances: Mapping, name: str) -> float:
+    return float(tolerances.get(name, EVIDENCE_DEFAULTS[name]))
+
+
+def accuracy_tolerance(entry: Mapping, m: int, tolerances: Mapping) -> tuple[float, str]:
+    """(allowed drop, rule) for a result averaged over ``m`` runs: ``ACCURACY_RULE`` (a hand-set entry tolerance
+    wins; without a measured spread, the floor)."""
+    floor = _tolerance(entry, tolerances)
+    std, n = entry.get("std"), entry.get("n", 0)
+    if "tolerance" in entry or std is None or n < 2:
+        return floor, f"drop <= {floor:g}" + ("" if "tolerance" in entry else " (fixed: no measured spread)")
+    k = _param(tolerances, "k")
+    spread = k * std * math.sqrt(1 / max(m, 1) + 1 / n)
+    tol = max(spread, floor)
+    return tol, f"drop <= {tol:.4g} = max({k:g} x std {std:.3g} x sqrt(1/{m} + 1/{n}), floor {floor:g})"
+
+
+def mann_whitney_less(now: Sequence[float], base: Sequence[float]) -> float:
+    """One-sided p-value that ``now`` tends to be smaller than ``base`` (scipy's Mann-Whitney U: exact for small
+    samples without ties, else the normal approximation with tie and continuity corrections)."""
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(now, base, alternative="less", method="auto").pvalue)
+    return p if math.isfinite(p) else 1.0  # no variation at all (every ratio tied): no evidence of a change
+
+
+def min_p_value(a: int, b: int) -> float:
+    """The smallest one-sided p a rank test can reach with samples of ``a`` and ``b``: 1 / C(a + b, a)."""
+    return 1.0 / math.comb(a + b, a)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _judge_speed(check: Check, entry: Mapping, result: Result, tolerances: Mapping) -> None:
+    base, now = check.baseline, check.now
+    base_samples, now_samples = entry.get("samples"), result.samples
+    alpha, min_effect = _param(tolerances, "alpha"), _param(tolerances, "min_effect")
+    if base_samples and now_samples and min_p_value(len(now_samples), len(base_samples)) <= alpha:
+        p = mann_whitney_less(now_samples, base_samples)
+        change = _median(now_samples) / _median(base_samples) - 1
+        check.tolerance, check.p_value = min_effect, p
+        check.rule = (f"Mann-Whitney: fails if p < {alpha:g} and slower by > {100 * min_effect:g}% "
+                      f"({len(now_samples)} vs {len(base_samples)} rounds)")
+        if p < alpha and change < -min_effect:
+            check.passed = False
+            check.why = f"ratio fell {-100 * change:.1f}% (medians of rounds; p = {p:.2g} < {alpha:g})"
+        return
+    tol = _tolerance(entry, tolerances)
+    check.tolerance = tol
+    missing = "no samples in the baseline" if not base_samples else "no samples now" if not now_samples \
+        else f"too few rounds for p < {alpha:g}"
+    check.rule = f">= {1 - tol:g} x baseline (fixed: {missing})"
+    if now < base * (1 - tol):
+        check.passed, check.why = False, f"ratio fell {100 * (1 - now / base):.1f}% (allowed {100 * tol:.0f}%)"
+
+
+def judge(entry: Mapping, result: Result | tuple[float | None, str] | None, tolerances: Mapping) -> Check:
+    """Apply the entry's rule to the collected result (None: the store has no such row; a (value, reason) pair:
+    one run without samples)."""
+    if isinstance(result, tuple):
+        result = Result([] if result[0] is None else [result[0]], result[1])
     kind, base = entry["kind"], entry["value"]
     check = Check(entry["model"], entry["task"], entry["variant"], entry["metric"], kind, base,
-                  None if result is None else result[0], rule="", passed=True)
-    tol = _tolerance(entry, tolerances)
-    check.rule = {"accuracy": f"drop <= {tol:g}", "flops": f"equal ({FLOP_RELATIVE:g} rel.)",
-                  "speed_ratio": f">= {1 - tol:g} x baseline", "info": "info only"}[kind]
+                  None if result is None else result.value, rule="", passed=True)
+    check.rule = {"accuracy": "", "flops": f"equal ({FLOP_RELATIVE:g} rel.)",
+                  "speed_ratio": f">= {1 - _tolerance(entry, tolerances):g} x baseline", "info": "info only"}[kind]
+    if kind == "accuracy":
+        check.tolerance, check.rule = accuracy_tolerance(entry, len(result.values) if result else 1, tolerances)
     if result is None:
         if kind != "info":
             check.passed, check.why = False, "missing: no result in the store"
         return check
-    now, reason = result
+    now = result.value
     if kind == "info" or base is None:  # not gated, or nothing to compare with (n/a in the baseline)
         return check
     if now is None:
-        check.passed, check.why = False, f"now n/a ({reason})"
-    elif kind == "accuracy" and now < base - tol:
-        check.passed, check.why = False, f"dropped by {base - now:.4g} (tolerance {tol:g})"
+        check.passed, check.why = False, f"now n/a ({result.reason})"
+    elif kind == "accuracy" and now < base - check.tolerance:
+        check.passed, check.why = False, f"dropped by {base - now:.4g} (tolerance {check.tolerance:.4g})"
     elif kind == "flops" and abs(now - base) > FLOP_RELATIVE * max(abs(base), abs(now)):
         change = f"{100 * (now - base) / base:+.3g}%" if base else f"{now - base:+.4g}"
         check.passed, check.why = False, f"changed by {change}"
-    elif kind == "speed_ratio" and now < base * (1 - tol):
-        check.passed, check.why = False, f"ratio fell {100 * (1 - now / base):.1f}% (allowed {100 * tol:.0f}%)"
+    elif kind == "speed_ratio":
+        _judge_speed(check, entry, result, tolerances)
     return check
 
 
 def check_results(baseline: Mapping, rows: Iterable[Mapping], suite: str | None = None) -> list[Check]:
     """Judge every baseline entry against the latest rows of the baseline's suite (or ``suite``)."""
-    results = aggregate(rows, suite if suite is not None else baseline.get("suite"))
+    results = collect(rows, suite if suite is not None else baseline.get("suite"))
     tolerances = baseline["tolerances"]
     return [judge(e, results.get((e["model"], e["task"], e["variant"], e["metric"])), tolerances)
             for e in baseline["entries"]]

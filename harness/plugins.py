@@ -49,11 +49,11 @@ def loaded_plugins() -> tuple[str, ...]:
 
 def register_model(name: str, method: dict[str, Any], force: bool = False) -> None:
     """Make ``name`` a model every command accepts (``--model``, suites' ``models``, ``profile --models``):
-    ``method`` is an entry of ``copa.build.METHODS`` (reducer, reduction layers, keep ratio, losses...), built over
+    ``method`` is an entry of ``zoo.build.METHODS`` (reducer, reduction layers, keep ratio, losses...), built over
     the shared skeleton at every scale."""
-    from copa.build import METHODS, build_model
     from copa.registry import MODELS
     from harness.runner import check_name
+    from zoo import METHODS, build_model
 
     check_name(name, "model")
     if name in METHODS and not force:
@@ -64,5 +64,5 @@ def register_model(name: str, method: dict[str, Any], force: bool = False) -> No
         return build_model(name, scale, **overrides)
 
     builder.__name__ = builder.__qualname__ = f"build_{name}"
-    builder.__doc__ = f"Build the plugin model {name!r}; see :func:`copa.build.build_model`."
+    builder.__doc__ = f"Build the plugin model {name!r}; see :func:`zoo.build.build_model`."
     MODELS.register_module(name=name, module=builder, force=True)

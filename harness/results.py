@@ -56,6 +56,10 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "wall_s": (_NUM, "a number"),
 }
 ROW_KEYS = tuple(SCHEMA)
+# optional fields, written after ROW_KEYS when present: ``samples``, the per-round measurements whose median is the
+# value (speed ratios), which the gate tests against the baseline's (a median alone hides the spread)
+OPTIONAL_KEYS = ("samples",)
+MAX_SAMPLES = 10_000
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,9 +170,17 @@ def validate_row(row: Any, path: str | os.PathLike | None = None, where: str = "
     missing = [k for k in ROW_KEYS if k not in row]
     if missing:
         raise InputError(path, f"{where}.{missing[0]}", "missing")
-    extra = sorted(k for k in row if k not in SCHEMA)
+    extra = sorted(k for k in row if k not in SCHEMA and k not in OPTIONAL_KEYS)
     if extra:
-        raise InputError(path, f"{where}.{extra[0]}", f"unknown field (expected only {', '.join(ROW_KEYS)})")
+        raise InputError(path, f"{where}.{extra[0]}", f"unknown field (expected only {', '.join(ROW_KEYS)}"
+                         f" and optionally {', '.join(OPTIONAL_KEYS)})")
+    if "samples" in row:
+        samples = row["samples"]
+        if not isinstance(samples, list) or not 0 < len(samples) <= MAX_SAMPLES or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and _float_sized(x) and math.isfinite(x)
+                for x in samples):
+            raise InputError(path, f"{where}.samples", f"must be a list of 1 to {MAX_SAMPLES} finite numbers, got "
+                             f"{_shown(samples)}")
     for key, (types, what) in SCHEMA.items():
         value = row[key]
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
@@ -256,6 +268,18 @@ def task_cost_metric(task: str, phase: str, quantity: str) -> str:
     return f"{task}.{phase}.{quantity}"
 
 
+def _efficiency_samples(r: Any) -> dict[str, list[float]]:
+    """The per-round speed-ratio samples of a profile row, by the store's metric name (none when not measured)."""
+    samples = getattr(r, "speedup_time_samples", None)
+    if not samples:
+        return {}
+    if not hasattr(r, "phase"):
+        return {"speedup_time": list(samples)}
+    names = [task_cost_metric(r.task, r.phase, "speedup_time")] + (["speedup_time"] if (r.task, r.phase) == (
+        "pair", "infer") else [])
+    return {name: list(samples) for name in names}
+
+
 def _efficiency_metrics(r: Any) -> dict[str, float | None]:
     if not hasattr(r, "phase"):  # a pair-table row (ProfileRow)
         return {name: getattr(r, name) for name in EFFICIENCY_METRICS}
@@ -281,10 +305,14 @@ def efficiency_rows(profile_rows: Sequence[Any], *, suite: str, scale: str, seed
     created = utc_now()
     rows = []
     for r in profile_rows:
-        metrics = _efficiency_metrics(r)
-        rows += metric_rows(metrics, suite=suite, model=r.model, task=EFFICIENCY_TASK, seed=seed, scale=scale,
-                            job_hash=job_hash, data_hash=data_hash, variant=str(r.image_size) if by_size else "",
-                            wall_s=wall_s, prov=prov, created=created)
+        metrics, samples = _efficiency_metrics(r), _efficiency_samples(r)
+        new = metric_rows(metrics, suite=suite, model=r.model, task=EFFICIENCY_TASK, seed=seed, scale=scale,
+                          job_hash=job_hash, data_hash=data_hash, variant=str(r.image_size) if by_size else "",
+                          wall_s=wall_s, prov=prov, created=created)
+        for row in new:
+            if row["status"] == "ok" and samples.get(row["metric"]):
+                row["samples"] = [float(x) for x in samples[row["metric"]][:MAX_SAMPLES]]
+        rows += new
     return rows
 
 
@@ -310,7 +338,7 @@ def append_rows(store_dir: str | os.PathLike, rows: Iterable[Mapping]) -> int:
     if not rows:
         return 0
     ordered = [{k: (float(row[k]) if k in ("value", "wall_s") and row[k] is not None else row[k])
-                for k in ROW_KEYS} for row in rows]
+                for k in ROW_KEYS + OPTIONAL_KEYS if k in row} for row in rows]
     payload = "".join(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n" for row in ordered).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

@@ -121,6 +121,8 @@ def build_config(
     vision_init: str | None = "auto",
     device: str | None = None,
     precision: str = "fp32",
+    data_config=None,
+    tokenizer: str | os.PathLike | None = None,
 ):
     """The complete mmengine ``Config`` of one job, on ``device`` (default: CUDA when available) in
     ``precision`` (fp32, bf16 or fp16).
@@ -130,10 +132,13 @@ def build_config(
     ``testing`` requires the task's own trained modules in it. Pre-training (configs with ``vision_init``)
     starts the ViT from ``vision_init``: a timm file, ``"none"`` (from scratch) or ``"auto"`` (the vision
     pre-training job's output at tiny scale, made on first use).
+
+    ``data_config`` (a :class:`harness.data.layouts.DataConfig` or its ``--data-config`` name) reads a real
+    dataset instead of the generated benchmark, ``data`` then being its root; ``tokenizer`` replaces the data's.
     """
-    from copa.build import METHODS, SCALES, model_config
     from harness.data.tokenizer import load_tokenizer
     from harness.device import check_precision, resolve_device
+    from zoo import METHODS, SCALES, model_config
 
     if model not in METHODS:
         raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
@@ -145,11 +150,26 @@ def build_config(
         raise InputError(vision_init, "--vision-init", "no such file (give a timm ViT checkpoint, 'none' or 'auto')")
     device = resolve_device(device)
     check_precision(precision, device)
+    if data_config is not None:
+        from harness.data.layouts import DataConfig, apply_data_config, load_data_config
+
+        if not isinstance(data_config, DataConfig):
+            data_config = load_data_config(str(data_config), data, tokenizer)
+        if task == "vision_pretrain":
+            raise InputError(None, "--data-config", "vision pre-training reads the generated benchmark's image pool "
+                             "only (give pre-training a timm ViT with --vision-init FILE instead)")
     if task == "vision_pretrain":  # one ViT initialisation shared by every model
         return build_vision_config(scale, data, work_dir, seed, max_iters, device, precision)
     cfg = load_task_config(task)
-    root = ensure_benchmark(data)
-    tokenizer_dir = root / "tokenizer"
+    if data_config is None:
+        root = ensure_benchmark(data)
+        tokenizer_dir = Path(tokenizer) if tokenizer is not None else root / "tokenizer"
+    else:  # every file checked here, before a vision or pre-training job is looked for
+        apply_data_config(cfg, task, data_config, testing)
+        root, tokenizer_dir = data_config.root, data_config.tokenizer_dir()
+        if cfg.get("vision_init") and vision_init == "auto" and "vision_pretrained" not in (model_overrides or {}):
+            raise InputError(None, "--vision-init", "'auto' pre-trains the ViT on the generated benchmark's image "
+                             "pool: with --data-config give a timm ViT checkpoint (e.g. ImageNet weights) or 'none'")
     tok = load_tokenizer(tokenizer_dir)
     token_ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
@@ -184,8 +204,9 @@ def build_config(
     else:
         cfg.model = model_cfg
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        if loader in cfg:
-            _fill_loader(cfg[loader], str(root), str(tokenizer_dir), vision["img_size"], vision["patch_size"])
+        if cfg.get(loader):  # a data config drops the splits it has no data for
+            _fill_loader(cfg[loader], None if data_config is not None else str(root), str(tokenizer_dir),
+                         vision["img_size"], vision["patch_size"])
     if vision_job is not None:
         cfg.vision_init_job = vision_job  # the encoder file's name says nothing of how it was made; the hash does
     _set_max_iters(cfg, max_iters)
@@ -458,9 +479,9 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
                         work_dir: str | os.PathLike | None = None, seed: int = 0, max_iters: int | None = None,
                         device: str | None = None, precision: str = "fp32"):
     """The Config of the vision pre-training job (configs/tasks/vision_pretrain.py) at a scale."""
-    from copa.build import SCALES
     from harness.data.datasets import image_class_labels, image_class_table
     from harness.device import check_precision, resolve_device
+    from zoo import SCALES
 
     if scale not in SCALES:
         raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
@@ -506,19 +527,19 @@ def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, de
     digest = job_digest(cfg)
     path = Path(cfg.work_dir) / ENCODER_FILE
     if not (path.is_file() and finished_job(cfg.work_dir, digest)):
-        print(f"no vision initialisation of this config yet: pre-training the {scale} ViT on object labels "
-              f"into {path.parent}", file=sys.stderr)
+        print(f"no vision initialisation of this config yet: pre-training the {scale} ViT on the vision pool's "
+              f"class labels into {path.parent}", file=sys.stderr)
         train(cfg)
     return path, digest
 
 
 def _register_everything() -> None:
-    import copa.build  # noqa: F401
     import harness.data.collate  # noqa: F401
     import harness.data.datasets  # noqa: F401
     import harness.hooks  # noqa: F401
     import harness.metrics  # noqa: F401
     import harness.tasks  # noqa: F401
+    import zoo  # noqa: F401
 
 
 _CONSOLE_NOISE = (

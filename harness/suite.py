@@ -100,9 +100,9 @@ def _shown(value) -> str:
 def _validate(cfg, path: Path) -> None:
     """Everything a suite names must exist, and every field have its type, before its first job runs (or any
     row is written), so a typo cannot stop it half-way."""
-    from copa.build import METHODS, SCALES
     from harness.runner import check_name, check_types, load_task_config, parse_options
     from harness.taskspec import task_spec
+    from zoo import METHODS, SCALES
 
     for key, kind in SUITE_TYPES.items():
         value = cfg.get(key)
@@ -561,11 +561,11 @@ def _profile(suite, spec: dict, digest: str, data_hash: str, base: dict) -> tupl
     profile --tasks`` names, e.g. ``["pretrain", "retrieval:infer", "pair"]``) the cost of each task phase
     (``profile_tasks``). Spec keys: ``scale``, ``models``, ``image_sizes``, ``batch``, ``repeats``, ``threads``,
     ``tasks``, ``device``, ``precision``, ``compile``, ``retrieval_k``."""
-    from copa.build import build_model
     from harness.device import check_precision, device_name, resolve_device
     from harness.profiling.efficiency import is_pair_only, parse_tasks, profile_models, profile_tasks
     from harness.profiling.speed import pin_threads
     from harness.results import efficiency_rows
+    from zoo import build_model
 
     scale = spec.get("scale", "tiny")
     names = spec.get("models", list(suite.models))

@@ -747,7 +747,7 @@ def _keep_ratio(model: str, variant: str) -> float | None:
     """The keep ratio a row was measured at: a keep* variant's, or the default's as the model registers it."""
     if variant:
         return float(variant[4:])
-    from copa.build import METHODS  # the model registry pulls in torch; only this plot needs it
+    from zoo import METHODS  # the model registry pulls in torch; only this plot needs it
 
     ratio = METHODS.get(model, {}).get("keep_ratio")
     return None if ratio is None else float(ratio)

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from copa.build import build_model
 from harness.profiling.efficiency import pair_macs
 from harness.profiling.flops import count_macs
+from zoo import build_model
 
 TEXT_LEN = 40
 REDUCERS = ("copa", "trips", "evit", "random", "tome")
@@ -40,7 +40,7 @@ def token_counts(patches: int, depth: int, points: tuple[int, ...], keep: float)
     return counts
 
 
-TOME_R = {"tiny": 10, "base": 20}  # ToMe's r at keep 0.5 (copa.build: the r at COPA's MACs per pair)
+TOME_R = {"tiny": 10, "base": 20}  # ToMe's r at keep 0.5 (zoo.build: the r at COPA's MACs per pair)
 HEAD_DIM = {"tiny": 32, "base": 64}
 
 

@@ -70,7 +70,12 @@ def test_baseline_holds_means_over_seeds_and_kinds(gated):
     assert kinds == {"r_mean": "accuracy", "vqa_acc": "accuracy", "itm_auc": "accuracy", "cider": "accuracy",
                      "gmacs": "flops", "params_m": "flops", "pairs_per_s": "info", "speedup_time": "speed_ratio"}
     assert entries[("copa", "caption", "", "cider")]["value"] is None
-    assert data["tolerances"] == {"accuracy": 2.0, "speed_ratio": 0.15, "per_metric": {"itm_auc": 0.02}}
+    assert data["tolerances"] == {"accuracy": 2.0, "speed_ratio": 0.15, "per_metric": {"itm_auc": 0.02},
+                                  "k": 3.0, "alpha": 0.01, "min_effect": 0.1}
+    assert data["format"] == 2 and "max(k * std" in data["measurement"]["accuracy_rule"]
+    assert [r["seed"] for r in data["measurement"]["runs"]] == [0, 1, 2]
+    r_mean = entries[("copa", "retrieval", "", "r_mean")]
+    assert r_mean["n"] == 3 and r_mean["std"] == pytest.approx(1.0)  # seeds 70, 71, 69
     assert data["suite"] == "ci" and data["provenance"]["git_commits"] == ["1" * 40]
     assert data["provenance"]["seeds"] == [0, 1, 2] and data["created"].endswith("+00:00")
 
@@ -208,8 +213,8 @@ def test_a_real_25_percent_slowdown_of_copa_fails_the_speed_gate(tmp_path, capsy
     """Speed rows from the real profiler at tiny scale: clean, then copa's forward 25% slower, then clean again."""
     import torch
 
-    from copa.build import build_model
     from harness.profiling.efficiency import profile_models
+    from zoo import build_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread, small batches, many rounds: the steadiest ratios on a shared machine
@@ -298,3 +303,120 @@ def test_check_report_under_a_file_is_refused_before_anything_runs(gated, tmp_pa
     blocker.write_text("x")
     assert main(["check", "--baseline", str(baseline), "--results", str(store), "--report", str(blocker)]) == 2
     assert "--report" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- speed ratios: the Mann-Whitney test
+
+
+def _brute_force_p_less(now: list[float], base: list[float]) -> float:
+    """P(U <= u_observed) over every split of the pooled values into groups of len(now) and len(base)."""
+    from itertools import combinations
+
+    def u(a: list[float], b: list[float]) -> float:
+        return sum((x < y) + 0.5 * (x == y) for x in a for y in b)
+
+    pooled = now + base
+    observed = u(now, base)
+    splits = list(combinations(range(len(pooled)), len(now)))
+    hits = 0
+    for chosen in splits:
+        a = [pooled[i] for i in chosen]
+        b = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        hits += u(a, b) >= observed  # U counts now < base: a large U is evidence that now is smaller
+    return hits / len(splits)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mann_whitney_matches_brute_force(seed):
+    import random
+
+    rng = random.Random(seed)
+    now = [rng.gauss(0.9, 0.1) for _ in range(5)]
+    base = [rng.gauss(1.0, 0.1) for _ in range(6)]
+    assert gate.mann_whitney_less(now, base) == pytest.approx(_brute_force_p_less(now, base), rel=1e-9)
+    assert gate.min_p_value(5, 6) == pytest.approx(1 / 462)
+
+
+def _speed_entry(samples: list[float] | None, value: float = 1.6) -> dict:
+    entry = {"model": "copa", "task": "efficiency", "variant": "", "metric": "speedup_time", "value": value,
+             "kind": "speed_ratio"}
+    return entry if samples is None else entry | {"samples": samples}
+
+
+TOLERANCES = {"accuracy": 2.0, "speed_ratio": 0.15, "k": 3.0, "alpha": 0.01, "min_effect": 0.10}
+BASE = [1.6 * (1 + 0.02 * ((i * 7) % 11 - 5) / 5) for i in range(20)]  # 1.6 +- 2%, 20 rounds
+
+
+@pytest.mark.parametrize("factor, passed, why", [
+    (1 / 1.15, False, "ratio fell 1"),  # a 15% slower forward (~13%): significant and > 10%
+    (0.95, True, ""),  # significant, but a 5% change is below the minimum effect
+    (1.0, True, ""),
+    (1.3, True, ""),  # faster
+])
+def test_speed_ratio_samples_are_compared_with_the_u_test(factor, passed, why):
+    now = [x * factor for x in BASE[:10]]
+    check = gate.judge(_speed_entry(BASE), gate.Result([sorted(now)[5]], "", now), TOLERANCES)
+    assert check.passed == passed and why in check.why and "Mann-Whitney" in check.rule
+    assert check.p_value is not None
+
+
+def test_noise_alone_does_not_fail_and_a_noisy_big_drop_needs_significance():
+    import random
+
+    rng = random.Random(0)
+    base = [rng.gauss(1.6, 0.3) for _ in range(10)]
+    now = [rng.gauss(1.6 * 0.85, 0.3) for _ in range(10)]  # 15% lower medians are plausible, not significant
+    check = gate.judge(_speed_entry(base), gate.Result([1.36], "", now), TOLERANCES)
+    assert check.p_value > 0.01 and check.passed
+
+
+@pytest.mark.parametrize("base, now, missing", [
+    (None, [1.2] * 10, "no samples in the baseline"),
+    (BASE, None, "no samples now"),
+    ([1.6, 1.6], [1.2, 1.2], "too few rounds"),
+])
+def test_without_enough_samples_the_fixed_percentage_applies(base, now, missing):
+    check = gate.judge(_speed_entry(base), gate.Result([1.2], "", now), TOLERANCES)
+    assert not check.passed and "ratio fell 25.0% (allowed 15%)" in check.why and missing in check.rule
+    check = gate.judge(_speed_entry(base), gate.Result([1.5], "", now), TOLERANCES)
+    assert check.passed
+
+
+def test_the_committed_baseline_of_the_old_format_still_loads_and_judges():
+    """results/baseline/smoke.json predates the spread and the samples: fixed tolerances, said so in the rule."""
+    data = gate.load_baseline("results/baseline/smoke.json")
+    accuracy = next(e for e in data["entries"] if e["kind"] == "accuracy" and e["value"] is not None)
+    check = gate.judge(accuracy, gate.Result([accuracy["value"]]), data["tolerances"])
+    assert check.passed and "fixed: no measured spread" in check.rule
+
+
+def test_baseline_update_over_several_stores_records_spread_and_samples(tmp_path, capsys):
+    stores = []
+    for run, shift in enumerate((0.0, 0.4, -0.4)):
+        stores.append(tmp_path / f"run{run}")
+        append_rows(stores[-1], [row(model="copa", task="retrieval", metric="r_mean", value=70.0 + shift)])
+        speed = row(model="copa", task="efficiency", metric="speedup_time", value=1.6)
+        speed["samples"] = [1.6 + 0.01 * i for i in range(5)]
+        append_rows(stores[-1], [speed])
+    out = tmp_path / "b.json"
+    args = ["baseline", "update", "--out", str(out), "--k", "4"] + [x for s in stores for x in ("--results", str(s))]
+    assert main(args) == 0
+    assert "3 runs" in capsys.readouterr().out
+    data = gate.load_baseline(out)
+    entries = {e["metric"]: e for e in data["entries"]}
+    assert entries["r_mean"]["n"] == 3 and entries["r_mean"]["std"] == pytest.approx(0.4)
+    assert len(entries["speedup_time"]["samples"]) == 15 and data["tolerances"]["k"] == 4.0
+    assert data["provenance"]["stores"] == [str(s) for s in stores]
+    assert main(["baseline", "update", "--out", str(out), "--alpha", "1.5", "--results", str(stores[0])]) == 2
+    assert "--alpha" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [
+    ("tolerances.alpha", 0), ("tolerances.min_effect", 1.0), ("tolerances.k", -1), ("format", 99),
+    ("entries.0.std", -1.0), ("entries.0.n", 0), ("entries.0.samples", [1.0, "x"]), ("entries.0.samples", []),
+])
+def test_bad_evidence_fields_are_input_errors(gated, capsys, field, value):
+    store, baseline = gated
+    baseline.write_text(json.dumps(_damage(json.loads(baseline.read_text()), field, value)))
+    assert main(["check", "--baseline", str(baseline), "--results", str(store)]) == 2
+    assert field.split(".")[-1] in capsys.readouterr().err

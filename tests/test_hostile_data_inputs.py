@@ -171,6 +171,13 @@ def _(root):
     return _check(root), ["vocab.txt", "[MASK]", "special token missing"]
 
 
+@case("tokenizer-vocab-repeats-a-token")
+def _(root):
+    path = root / "tokenizer" / "vocab.txt"
+    path.write_text(path.read_text() + "[CLS]\n")
+    return _check(root), ["vocab.txt", "line ", "[CLS]", "twice"]
+
+
 @case("tokenizer-vocab-empty")
 def _(root):
     (root / "tokenizer" / "vocab.txt").write_text("\n")

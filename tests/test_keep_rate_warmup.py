@@ -10,8 +10,8 @@ import pytest
 import torch.nn as nn
 from mmengine.logging import MessageHub
 
-from copa.build import build_model
 from harness.hooks import KeepRateWarmupHook, patch_reducers
+from zoo import build_model
 
 
 def official_adjust_keep_rate(iters, epoch, warmup_epochs, total_epochs, ITERS_PER_EPOCH, base_keep_rate=0.5,  # noqa: N803

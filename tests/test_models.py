@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from copa.build import METHODS, build_model, model_config
 from copa.macs import pair_macs
 from copa.objectives import mask_tokens, sample_hard_negatives
 from copa.registry import MODELS
 from copa.text import build_text_encoder
 from copa.vision import load_timm_checkpoint
+from zoo import METHODS, build_model, model_config
 
 NAMES = sorted(METHODS)
 REDUCED = [n for n in NAMES if n not in ('albef', 'vilt')]
@@ -179,7 +179,7 @@ def test_pretraining_step_runs_no_unpruned_vit_pass(name, monkeypatch):
     """Text-aware models (default recipe): the shared prefix once, then two pruned suffixes (text-free against
     the image [CLS], text-aware), every ITM negative reusing its image's text-aware tokens; the recipe before
     (``SEPARATE_PASSES``) ran the whole ViT on the text-free path and a text-aware suffix per negative."""
-    from copa.build import SEPARATE_PASSES
+    from zoo import SEPARATE_PASSES
 
     full, schedule = 65, make(name).vision.token_schedule()
     calls = _block_lengths(make(name), monkeypatch)
@@ -315,7 +315,7 @@ def test_base_text_encoder_matches_six_layer_bert_base():
 
 
 def test_copa_default_macs_meet_budget():
-    """At base scale, 224 px, 40 text tokens: COPA's MACs per pair <= ALBEF's / 1.88 (see copa.build)."""
+    """At base scale, 224 px, 40 text tokens: COPA's MACs per pair <= ALBEF's / 1.88 (see zoo.build)."""
     albef, copa = pair_macs(_meta('albef'), text_len=40), pair_macs(_meta('copa'), text_len=40)
     assert 22.5e9 < albef['total'] < 23.0e9
     assert abs(albef['vision'] - 17.56e9) < 0.05e9

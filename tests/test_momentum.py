@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from copa.build import METHODS, VLPModel, build_model, model_config
 from copa.objectives import IGNORE_INDEX, itc_loss_momentum, soft_token_cross_entropy
 from harness.hooks import DistillationWarmupHook
+from zoo.build import METHODS, VLPModel, build_model, model_config
 
 
 def _unit(*shape: int) -> torch.Tensor:

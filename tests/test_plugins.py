@@ -19,9 +19,9 @@ TESTS = Path(__file__).resolve().parent
 @pytest.fixture()
 def clean_registries(monkeypatch):
     """Plugin registrations undone afterwards, so other tests see copa-bench's own models and tasks only."""
-    from copa.build import METHODS
     from copa.registry import MODELS
     from harness.registry import METRICS
+    from zoo import METHODS
 
     monkeypatch.setattr(taskspec, "_PLUGIN_DIRS", [])
     monkeypatch.setattr(plugins, "_LOADED", [])

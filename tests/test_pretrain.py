@@ -77,8 +77,8 @@ def test_same_seed_same_losses(tiny_benchmark, tmp_path, one_thread):
 def test_efficiency_hook_records_flops_and_speed_after_testing(tiny_benchmark, tmp_path):
     import json
 
-    from copa.build import build_model
     from harness.profiling.efficiency import pair_macs
+    from zoo import build_model
 
     cfg = _config(tiny_benchmark, tmp_path, model="copa", max_iters=1)
     cfg.test_dataloader.dataset.indices = 16

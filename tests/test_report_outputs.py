@@ -212,7 +212,7 @@ def test_list(capsys, what, expected):
 
 
 def test_list_models_is_the_registry(capsys):
-    from copa.build import METHODS
+    from zoo import METHODS
 
     assert main(["list", "models"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(METHODS)

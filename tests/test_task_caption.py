@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from copa.build import model_config
 from copa.text import PrefixLMDecoder, bert_config
 from harness.errors import NotApplicable
 from harness.metrics.caption import java_ptb_available
 from harness.tasks.caption import CaptionModel, caption_collate, detokenize, join_wordpieces
+from zoo import model_config
 
 BOS, EOS = 2, 3
 SMALL = dict(vision=dict(depth=2, img_size=32), text=dict(num_layers=1), fusion_layers=1, decoder_layers=1)

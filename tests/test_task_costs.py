@@ -15,11 +15,11 @@ import json
 import pytest
 import torch
 
-from copa.build import build_model
 from copa.macs import encoder_layer_macs, fusion_layer_macs
 from harness.profiling import efficiency as eff
 from harness.profiling.efficiency import parse_tasks, profile_tasks, retrieval_query_counts
 from harness.profiling.speed import peak_tflops
+from zoo import build_model
 
 TEXT_LEN = 40
 K = 5

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from copa.build import model_config
 from harness.metrics.grounding import box_iou_xywh
 from harness.tasks.grounding import (
     GroundingModel,
@@ -21,6 +20,7 @@ from harness.tasks.grounding import (
     grounding_collate,
     xywh_to_cxcywh,
 )
+from zoo import model_config
 
 TOKENS = dict(vocab_size=40, pad_token_id=0, cls_token_id=2, sep_token_id=3, mask_token_id=4)
 SMALL = dict(vision=dict(depth=2, img_size=32), text=dict(num_layers=1), fusion_layers=1, decoder_layers=1)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from copa.build import model_config
 from harness.errors import InputError
 from harness.tasks.vqa import VQAModel, build_answer_vocab, soft_scores, vqa_collate
+from zoo import model_config
 
 TOKENS = dict(vocab_size=60, pad_token_id=0, cls_token_id=1, sep_token_id=2, mask_token_id=3)
 SMALL = dict(vision=dict(depth=2), text=dict(num_layers=1), fusion_layers=1, decoder_layers=0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from baselines.reducers import ToMeReducer
-from copa.build import build_model, model_config
 from copa.macs import pair_macs, vision_macs
 from copa.vision import VisionTransformer
+from zoo import build_model, model_config
 
 DIM, HEADS, DEPTH, IMG, PATCH = 64, 4, 4, 48, 8
 NUM_PATCHES = (IMG // PATCH) ** 2  # 36

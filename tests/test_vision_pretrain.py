@@ -12,7 +12,6 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from copa.build import build_model
 from copa.patch_labels import box_patch_overlap
 from harness import runner
 from harness.data.collate import label_collate
@@ -22,6 +21,7 @@ from harness.metrics import average_precision
 from harness.metrics.multilabel import MultiLabelMetric
 from harness.runner import build_config, build_vision_config, ensure_vision_init
 from harness.tasks.vision_pretrain import ENCODER_FILE, ObjectClassifier, object_tokens
+from zoo import build_model
 
 TOKENS = dict(vocab_size=2000, cls_token_id=1, sep_token_id=2, pad_token_id=0, mask_token_id=3)
 

@@ -2,7 +2,7 @@
 test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the same budgets) and its
 ablations: PTA off, the share of pre-training images whose boxes PTA sees, where the TPDs sit, and the
 pre-training recipe before the shared pruned passes (``separate_passes``: an unpruned text-free ViT pass and a
-text-aware suffix per ITM negative; copa.build.SEPARATE_PASSES), what MLM's patches are chosen from, PrefixLM
+text-aware suffix per ITM negative; zoo.build.SEPARATE_PASSES), what MLM's patches are chosen from, PrefixLM
 without a text prefix, ALBEF's momentum distillation off, and TRIPS and EViT at their published schedules.
 
 Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),

@@ -1,8 +1,8 @@
 """recipe: COPA's pre-training recipe against the one before it, at tiny scale, 3 seeds.
 
-The default variant is today's recipe (``copa.build.SHARED_PASSES``): the text-free path pruned against the image
+The default variant is today's recipe (``zoo.build.SHARED_PASSES``): the text-free path pruned against the image
 [CLS] and ITM negatives reusing each image's own text-aware tokens, so a pre-training step runs no unpruned ViT
-pass. ``separate_passes`` is the recipe before it (``copa.build.SEPARATE_PASSES``): the text-free path on the
+pass. ``separate_passes`` is the recipe before it (``zoo.build.SEPARATE_PASSES``): the text-free path on the
 whole ViT and a text-aware ViT suffix per ITM negative. Same schedules as the downstream suite (pre-training
 1,000 iterations from the object-trained ViT, VQA 1,000). Results: results/README.md, "Pre-training recipe".
 """

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from copa.build import SCALES
 from copa.patch_labels import box_patch_overlap
 from copa.vision import VisionTransformer
 from harness.data.transforms import ToTensor, read_rgb
+from zoo import SCALES
 
 
 def load_vit(path: str) -> VisionTransformer:

@@ -67,15 +67,22 @@ def load_tokenizer(path: str | os.PathLike):
 
 
 def check_vocab(path: Path) -> None:
-    """Refuse an empty ``vocab.txt`` or one without BERT's special tokens: the tokenizers library fails on a
-    missing ``[UNK]`` with a bare exception, and a missing ``[MASK]`` or ``[PAD]`` only shows later as a None id."""
+    """Refuse an empty ``vocab.txt``, one without BERT's special tokens or one that repeats a token: the tokenizers
+    library fails on a missing ``[UNK]`` with a bare exception, a missing ``[MASK]`` or ``[PAD]`` only shows later as
+    a None id, and a repeated token makes the vocabulary smaller than its ids (an index error in the embedding)."""
     try:
-        tokens = {line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()}
+        lines = [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError as e:
         raise InputError(path, None, f"not UTF-8 text: {e.reason}") from None
     except OSError as e:
         raise InputError(path, None, f"cannot be read: {e.strerror}") from None
+    tokens = set(lines)
     tokens.discard("")
+    seen: set[str] = set()
+    for number, token in enumerate(lines, 1):
+        if token and token in seen:  # ids are line numbers: a repeat leaves ids past the embedding table
+            raise InputError(path, f"line {number}", f"token {token!r} appears twice in the vocabulary")
+        seen.add(token)
     if not tokens:
         raise InputError(path, None, "empty tokenizer vocabulary")
     missing = [t for t in SPECIAL_TOKENS if t not in tokens]

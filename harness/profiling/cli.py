@@ -29,7 +29,7 @@ from harness.profiling.speed import pin_threads
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
-    from copa.build import METHODS, SCALES
+    from zoo import METHODS, SCALES
 
     names = [m for m in args.models.split(",") if m]
     unknown = [m for m in names if m not in METHODS]
@@ -67,8 +67,8 @@ def _tasks(args: argparse.Namespace):
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from copa.build import build_model
     from harness.device import check_precision, resolve_device
+    from zoo import build_model
 
     names, sizes = _check(args)
     specs = _tasks(args)

@@ -280,6 +280,8 @@ class ProfileRow:
     device: str = "cpu"
     precision: str = "fp32"
     compiled: bool = False
+    # the per-round ratios whose median is speedup_time: the gate's Mann-Whitney test compares them (harness/gate.py)
+    speedup_time_samples: list[float] | None = None
 
 
 def profile_models(
@@ -343,7 +345,8 @@ def profile_models(
         batch_times = [t / batch for t in times[(name, "batch")]]
         throughput = summarize([1.0 / t for t in batch_times])
         latency = summarize([t * 1000 for t in times[(name, "one")]])
-        ratio = paired_ratio([t / batch for t in times[(reference, "batch")]], batch_times)
+        reference_times = [t / batch for t in times[(reference, "batch")]]
+        ratio = paired_ratio(reference_times, batch_times)
         m = macs[name]
         speedup_flops = macs[reference]["total"] / m["total"]
         rows.append(ProfileRow(
@@ -361,6 +364,7 @@ def profile_models(
             speedup_time_iqr=ratio.iqr, batch=batch, text_len=text_len, repeats=repeats, machine=info,
             realised=ratio.median / speedup_flops, retrieval_gallery=gallery, device=info["device"],
             precision=precision, compiled=compile,
+            speedup_time_samples=[r / t for r, t in zip(reference_times, batch_times, strict=True)],
         ))
     return rows
 
@@ -784,6 +788,7 @@ class TaskCostRow:
     max_length: int | None
     optimizer: str | None
     machine: dict
+    speedup_time_samples: list[float] | None = None  # per-round ratios (median: speedup_time), for the gate's test
 
 
 def _available_bytes(device: torch.device) -> int | None:
@@ -911,9 +916,11 @@ def profile_tasks(
         for name, plan in plans.items():
             per_sample = [t / plan.samples for t in times[name]]
             speed = summarize([1.0 / t for t in per_sample])
-            ratio = None
+            ratio = ratio_samples = None
             if reference in plans:
-                ratio = paired_ratio([t / plans[reference].samples for t in times[reference]], per_sample)
+                reference_times = [t / plans[reference].samples for t in times[reference]]
+                ratio = paired_ratio(reference_times, per_sample)
+                ratio_samples = [r / t for r, t in zip(reference_times, per_sample, strict=True)]
             no_backward = plan.info.get("no_backward_macs", 0)
             step = steps[name]
             achieved = 2 * step * speed.median / 1e12
@@ -938,7 +945,7 @@ def profile_tasks(
                 beams=plan.info.get("beams"), max_length=plan.info.get("max_length"),
                 optimizer=None if not train else "AdamW, state kept" if keep_state
                 else "AdamW, state re-created each step (memory)",
-                machine=info,
+                machine=info, speedup_time_samples=ratio_samples,
             ))
         del plans, calls
         gc.collect()

@@ -15,11 +15,11 @@ from mmengine.registry import OPTIM_WRAPPERS
 from mmengine.runner import TestLoop, ValLoop
 from mmengine.runner.loops import _update_losses
 
-from copa.registry import MODELS
 from harness.checkpoint import load_checkpoint
 from harness.device import CONFIG_KEY, autocast, full_precision, model_device
 from harness.errors import InputError, NotApplicable
 from harness.registry import LOOPS
+from zoo import MODELS  # the registry, with every named model (the backbones) registered
 
 
 def capabilities(model_cfg: dict) -> set[str]:

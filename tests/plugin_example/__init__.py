@@ -4,9 +4,9 @@
 
 from pathlib import Path
 
-from copa.build import METHODS
 from harness.plugins import register_model
 from harness.taskspec import register_task_dir
+from zoo import METHODS
 
 from .metric import TopPatchHitMetric
 from .reducer import NormReducer

@@ -2,7 +2,11 @@
 
 ``SCALES`` fixes the network sizes; ``METHODS`` says, per method, which reducer sits where and which
 losses are on. Every method is also registered in ``copa.registry.MODELS`` under its name, so an mmengine
-config can say ``model = dict(type='copa', scale='tiny')``.
+config can say ``model = dict(type='copa', scale='tiny')`` once this module is imported (``harness`` does;
+a plain mmengine config adds ``custom_imports=dict(imports=['zoo'])``).
+
+This module sits above ``copa`` (the method) and ``baselines`` (the comparison models) and imports both;
+neither imports it (tests/test_layering.py), so the method package stays usable on its own.
 
 COPA's default TPD placement. Budget from the issue: at base scale, 224 px and 40 text tokens, COPA's
 multiply-adds per image-text pair (vision + text + fusion encoders) are at most ALBEF's / 1.88. Counts from
@@ -37,9 +41,11 @@ from typing import Any
 
 from mmengine.model import BaseModel
 
-from .patch_detector import TextAwarePatchDetector
-from .registry import MODELS
-from .vlp import VLPModel
+import baselines  # noqa: F401  (registers the baseline reducers and the single-stream model)
+from copa.macs import tome_budget_r
+from copa.patch_detector import TextAwarePatchDetector
+from copa.registry import MODELS
+from copa.vlp import VLPModel
 
 SCALES: dict[str, dict[str, Any]] = {
     'tiny': dict(
@@ -148,8 +154,7 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
     if reducer is not None:
         vision['reducer'] = dict(reducer, keep_ratio=keep_ratio)
         if budget_layers is not None and reducer.get('type') == 'ToMeReducer' and 'r' not in reducer:
-            from .macs import tome_budget_r  # keep_ratio -> r at the same MACs per pair
-
+            # keep_ratio -> r at the same MACs per pair
             budget_cfg = dict(vision=vision, text=cfg['text'], fusion_layers=cfg['fusion_layers'])
             vision['reducer']['r'] = tome_budget_r(budget_cfg, keep_ratio, budget_layers, layers)
         vision['reduction_layers'] = tuple(layers)
@@ -171,8 +176,6 @@ def model_config(name: str, scale: str = 'tiny', **overrides: Any) -> dict[str, 
 
 def build_model(name: str, scale: str = 'tiny', **overrides: Any) -> BaseModel:
     """Build a named model ('albef', 'copa', 'trips', 'evit', 'random', 'tome', 'vilt') at a scale."""
-    import baselines  # noqa: F401  (registers the baseline reducers and the single-stream model)
-
     return MODELS.build(model_config(name, scale, **overrides))
 
 
@@ -188,4 +191,7 @@ def _register(name: str) -> None:
 for _name in METHODS:
     _register(_name)
 
-__all__ = ['METHODS', 'SCALES', 'TextAwarePatchDetector', 'VLPModel', 'build_model', 'model_config']
+__all__ = [
+    'DUAL_STREAM_LOSSES', 'METHODS', 'MODELS', 'MOMENTUM_DISTILLATION', 'SCALES', 'SEPARATE_PASSES', 'SHARED_PASSES',
+    'TextAwarePatchDetector', 'VLPModel', 'build_model', 'model_config',
+]
