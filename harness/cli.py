@@ -53,6 +53,19 @@ def _check_out_dir(path: str | None, flag: str, file: bool = False) -> None:
             break
 
 
+def _check_in_file(path: str | None, flag: str, data_config=None) -> None:
+    """An input file that exists, checked before the benchmark is generated (``build_config`` would check it only
+    afterwards). With a data config nothing is generated and its own files are checked first (build_config)."""
+    from pathlib import Path
+
+    if path is None or data_config is not None:
+        return
+    if Path(path).is_dir():
+        raise InputError(path, flag, "is a directory, expected a checkpoint file")
+    if not Path(path).is_file():
+        raise InputError(path, flag, "checkpoint not found")
+
+
 def _cmd_data_make(args: argparse.Namespace) -> int:
     from harness.data.benchmark import make_benchmark
     from harness.runner import check_seed
@@ -128,6 +141,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     data_config = _data_config(args)
+    _check_in_file(args.checkpoint, "--checkpoint", data_config)  # --vision-init: build_config, before the data
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
@@ -153,6 +167,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     data_config = _data_config(args)
+    _check_in_file(args.checkpoint, "--checkpoint", data_config)  # before the benchmark is generated
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision,
@@ -388,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.set_defaults(func=_cmd_profile)
     run = sub.add_parser("run", help="run a suite (configs/suites): every job, skipping those already in the store")
     run.add_argument("suite", help=f"{', '.join(suite_names())}, or a suite config file")
-    run.add_argument("--results", default="results/store", help="results store directory")
+    run.add_argument("--results", default=_user_results("store"), help=_STORE_HELP.format(
+        store=_user_results("store")))
     run.add_argument("--work-dir", default="work_dirs/suites", help="where the jobs' work dirs go (default "
                      "work_dirs/suites/SUITE/...); finished training jobs found there are reused")
     run.add_argument("--seeds", type=_int_list, default=None, help="only these seeds, e.g. 0,1")
@@ -443,7 +459,8 @@ def _cmd_baseline_update(args: argparse.Namespace) -> int:
         if not (value >= 0 and value < float("inf")) or (name != "k" and value >= 1) or (name == "alpha" and not value):
             raise InputError(None, flag, f"out of range: {value!r} (--k >= 0; --alpha in (0, 1); --min-effect in "
                              "[0, 1))")
-    baseline = update_baseline(args.results or [_RESULTS_STORE], args.out, suite=args.suite, overrides=overrides)
+    baseline = update_baseline(args.results or [_user_results("store")], args.out, suite=args.suite,
+                               overrides=overrides)
     runs = baseline["measurement"]["runs"]
     print(f"wrote {args.out}: {len(baseline['entries'])} entries of suite {baseline['suite']} "
           f"(mean over {len(runs)} runs: {len(baseline['provenance']['stores'])} store(s), seeds "
@@ -452,18 +469,32 @@ def _cmd_baseline_update(args: argparse.Namespace) -> int:
     return 0
 
 
-# literal copies of harness.results/tables/gate defaults (tests compare them), so parsing imports nothing heavy
+# literal copies of harness.results/tables/gate defaults (tests compare them), so parsing imports nothing heavy:
+# the committed store, tables and baseline, which the commands write only when named
 _RESULTS_STORE, _TABLES_OUT, _BASELINE_FILE = "results/store", "results/tables", "results/baseline.json"
 _TABLE_FORMATS = ("md", "csv", "latex", "html")
+_RESULTS_ENV, _USER_RESULTS = "COPA_BENCH_RESULTS", "copa-bench-results"  # harness.results.RESULTS_ENV, USER_RESULTS
+_STORE_HELP = ("results store (default: {store}, under $" + _RESULTS_ENV + " if set, else ./" + _USER_RESULTS
+               + "; the committed " + _RESULTS_STORE + " only when named)")
+
+
+def _user_results(name: str) -> str:
+    """The default of an output of user runs: NAME under $COPA_BENCH_RESULTS, else under ./copa-bench-results
+    (harness.results.user_results_dir), read when the parser is built."""
+    import os
+
+    return os.path.join(os.environ.get(_RESULTS_ENV) or _USER_RESULTS, name)
 
 
 def _add_results_commands(sub) -> None:
     table = sub.add_parser("table", help="comparison, efficiency and ablation tables and plots from the store")
-    table.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    store = _user_results("store")
+    table.add_argument("--results", default=store, help=_STORE_HELP.format(store=store))
     table.add_argument("--format", default=",".join(_TABLE_FORMATS),
                        help=f"{'|'.join(_TABLE_FORMATS)}, or several comma-separated (default: all); html also "
                             "writes index.html, every table and plot on one page")
-    table.add_argument("--out", default=_TABLES_OUT, help=f"output directory (default {_TABLES_OUT})")
+    table.add_argument("--out", default=_user_results("tables"), help=f"output directory (default: "
+                       f"{_user_results('tables')}; the committed {_TABLES_OUT} only when named)")
     table.add_argument("--suite", default=None, help="suite to tabulate (needed when the store holds several)")
     table.add_argument("--paper", default=None, help="paper reference numbers (JSON) shown as '(paper)' columns")
     table.add_argument("--plot", action="append", default=None, metavar="TASK[:METRIC]",
@@ -473,7 +504,7 @@ def _add_results_commands(sub) -> None:
     check = sub.add_parser("check", help="regression gate: compare the latest results with a baseline (exit 1 "
                                          "on a regression)")
     check.add_argument("--baseline", required=True, help="baseline JSON (made by `copa-bench baseline update`)")
-    check.add_argument("--results", default=_RESULTS_STORE, help=f"results store (default {_RESULTS_STORE})")
+    check.add_argument("--results", default=store, help=_STORE_HELP.format(store=store))
     check.add_argument("--suite", default=None, help="default: the baseline's suite")
     check.add_argument("--report", default=None, metavar="DIR",
                        help="also write check.json, check.junit.xml (JUnit, for CI systems) and check.md (every gated "
@@ -485,7 +516,7 @@ def _add_results_commands(sub) -> None:
     update = baseline_sub.add_parser("update", help="write the baseline from the latest rows of one or several "
                                                     "stores (mean over runs; the runs' spread sets the tolerances)")
     update.add_argument("--results", action="append", default=None, metavar="STORE",
-                        help=f"results store (default {_RESULTS_STORE}); repeat it for reruns of the suite: every "
+                        help=f"results store (default {store}); repeat it for reruns of the suite: every "
                              "(store, seed) is one run, and each metric's run-to-run std and n are recorded")
     update.add_argument("--k", type=float, default=None,
                         help="accuracy tolerance in standard errors: max(k x std x sqrt(1/m + 1/n), floor) (default: "
@@ -494,7 +525,9 @@ def _add_results_commands(sub) -> None:
                         help="speed ratios: significance level of the Mann-Whitney test (default: kept, else 0.01)")
     update.add_argument("--min-effect", type=float, default=None,
                         help="speed ratios: the smallest slowdown that fails, a fraction (default: kept, else 0.10)")
-    update.add_argument("--out", default=_BASELINE_FILE, help=f"baseline file (default {_BASELINE_FILE})")
+    update.add_argument("--out", default=_user_results("baseline.json"), help=f"baseline file (default: "
+                        f"{_user_results('baseline.json')}; the gate's committed baselines, e.g. "
+                        "results/baseline/smoke.json, change only when named)")
     update.add_argument("--suite", default=None, help="needed when the store holds several suites")
     update.set_defaults(func=_cmd_baseline_update)
 

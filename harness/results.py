@@ -2,14 +2,27 @@
 
 Every row carries its own provenance (git commit and dirty flag, library versions, machine, config and
 data hashes), so a table or a gate verdict can always be traced back to what produced it. Appends are
-one ``os.write`` under an exclusive ``flock`` on an ``O_APPEND`` file: concurrent jobs never lose or
-interleave rows. A crash can still leave a truncated last line; readers skip it with a warning.
+one ``os.write`` to an ``O_APPEND`` file under an exclusive lock on a sidecar file (``rows.jsonl.lock``,
+:func:`store_lock`): concurrent jobs never lose or interleave rows. A crash can still leave a truncated last
+line; readers skip it with a warning.
+
+The lock is ``filelock.FileLock``: ``flock`` on the sidecar, which Linux clients also take on NFS (as a POSIX
+lock, held by the server), and where ``flock`` is not supported (``ENOSYS``, e.g. Lustre mounted without
+``-o flock``) a soft lock: the sidecar created with ``O_EXCL``, which NFS and Lustre make atomic across
+machines. The rows file is opened only once the lock is held and closed (flushed) before it is released, so a
+client of a network filesystem appends at the end that the last writer left (close-to-open consistency). The
+limits: a filesystem that grants ``flock`` locally but does not share it between machines (Lustre's
+``localflock``, NFS mounted ``nolock`` or ``local_lock=flock``) serialises only the jobs of one machine; run
+the suites of several machines into a store each there (``copa-bench table`` and ``baseline update`` read
+several). A soft lock left by a crashed process is recovered where the filelock installed can tell its owner
+is gone; otherwise an append waits ``STORE_LOCK_TIMEOUT_S`` and then says which file to remove.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import fcntl
+import errno
 import hashlib
 import json
 import math
@@ -25,8 +38,12 @@ from typing import Any
 
 from harness.errors import InputError
 
-DEFAULT_STORE = "results/store"
+DEFAULT_STORE = "results/store"  # the committed store: written only when named (``--results results/store``)
+# where user runs write unless told otherwise: $COPA_BENCH_RESULTS, else ./copa-bench-results (user_results_dir)
+RESULTS_ENV = "COPA_BENCH_RESULTS"
+USER_RESULTS = "copa-bench-results"
 ROWS_FILE = "rows.jsonl"
+STORE_LOCK_TIMEOUT_S = 120.0  # an append holds the lock for milliseconds: a lock held this long is stale
 EFFICIENCY_TASK = "efficiency"
 EFFICIENCY_METRICS = ("gmacs", "params_m", "pairs_per_s", "latency_ms", "speedup_flops", "speedup_time")
 VERSION_KEYS = ("python", "torch", "mmengine", "transformers", "timm", "fvcore")
@@ -325,8 +342,59 @@ def store_file(store_dir: str | os.PathLike) -> Path:
     return path if path.suffix == ".jsonl" else path / ROWS_FILE
 
 
+def user_results_dir() -> Path:
+    """Where user runs write unless told otherwise: ``$COPA_BENCH_RESULTS``, else ``./copa-bench-results``
+    (its ``store``, ``tables`` and ``baseline.json``). The committed ``results/`` changes only when named."""
+    return Path(os.environ.get(RESULTS_ENV) or USER_RESULTS)
+
+
+def lock_file(store_dir: str | os.PathLike) -> Path:
+    """The sidecar lock of a store's rows file: ``rows.jsonl.lock`` beside it."""
+    path = store_file(store_dir)
+    return path.with_name(path.name + ".lock")
+
+
+def _acquire(lock_path: Path, timeout: float):
+    """A held ``filelock`` lock on ``lock_path``: ``FileLock`` (flock), or a soft lock where the filesystem has no
+    flock (a filelock that does not fall back by itself raises NotImplementedError or ENOSYS there)."""
+    import filelock
+
+    try:
+        lock = filelock.FileLock(str(lock_path), timeout=timeout)
+        lock.acquire()
+    except filelock.Timeout:
+        raise
+    except (NotImplementedError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOSYS:
+            raise
+        lock = filelock.SoftFileLock(str(lock_path), timeout=timeout)
+        lock.acquire()
+    return lock
+
+
+@contextlib.contextmanager
+def store_lock(store_dir: str | os.PathLike, timeout: float | None = None):
+    """Hold the store's exclusive lock (module docstring: what it guarantees, and where). A lock not acquired
+    within ``timeout`` seconds (default ``STORE_LOCK_TIMEOUT_S``) is an InputError naming the lock file."""
+    import filelock
+
+    lock_path = lock_file(store_dir)
+    timeout = STORE_LOCK_TIMEOUT_S if timeout is None else timeout
+    try:
+        lock = _acquire(lock_path, timeout)
+    except filelock.Timeout:
+        raise InputError(lock_path, None, f"the results store stayed locked for {timeout:g}s: another copa-bench "
+                         "is writing it, or a crashed one left this lock (remove the file if none is running)"
+                         ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def append_rows(store_dir: str | os.PathLike, rows: Iterable[Mapping]) -> int:
-    """Append rows atomically: all validated first (nothing written on a bad row), then one locked write.
+    """Append rows atomically: all validated first (nothing written on a bad row), then one write under the
+    store's lock (:func:`store_lock`), the file opened after the lock is taken and closed before it is released.
 
     A last line left without its newline by a crash is terminated first, so it cannot swallow a new row.
     Returns the number of rows written.
@@ -341,9 +409,8 @@ def append_rows(store_dir: str | os.PathLike, rows: Iterable[Mapping]) -> int:
                 for k in ROW_KEYS + OPTIONAL_KEYS if k in row} for row in rows]
     payload = "".join(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n" for row in ordered).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with store_lock(path):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -353,22 +420,38 @@ def append_rows(store_dir: str | os.PathLike, rows: Iterable[Mapping]) -> int:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
     return len(rows)
+
+
+def _read_locked(path: Path) -> bytes:
+    """The rows file's bytes, read under the store's lock when it has one (a writer of this copa-bench made
+    it). Reading never creates a file: a store without a lock file, or whose lock this user cannot open (a
+    read-only share), is read as it is; a partly written last line is then skipped with a warning."""
+    import filelock
+
+    lock = None
+    if lock_file(path).is_file():
+        try:
+            lock = _acquire(lock_file(path), STORE_LOCK_TIMEOUT_S)
+        except filelock.Timeout:
+            warnings.warn(f"{lock_file(path)}: held for {STORE_LOCK_TIMEOUT_S:g}s, read the store without it",
+                          StoreWarning, stacklevel=3)
+        except OSError:  # PermissionError, a read-only filesystem
+            pass
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def read_rows(store_dir: str | os.PathLike) -> list[dict]:
     """All valid rows in file order; unreadable lines are skipped with a StoreWarning naming file and line."""
     path = store_file(store_dir)
     try:
-        with open(path, "rb") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-            try:
-                data = f.read()
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        data = _read_locked(path)
     except FileNotFoundError:
         return []
     except IsADirectoryError:

@@ -229,11 +229,13 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
     return cfg
 
 
-def run_suite(name: str, results_dir: str | Path = "results/store", work_root: str | Path = "work_dirs/suites",
+def run_suite(name: str, results_dir: str | Path | None = None, work_root: str | Path = "work_dirs/suites",
               say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None, tasks=None,
               workers: int | None = None, device: str | None = None, precision: str = "fp32") -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models``/``tasks`` select; returns
-    counts of jobs run, skipped and not applicable.
+    counts of jobs run, skipped and not applicable. Rows go to ``results_dir`` (default: the user's store,
+    ``harness.results.user_results_dir()/store``; the committed ``results/store`` only when named). One line per
+    finished job reports progress, elapsed time and an estimate of the time left (:func:`_progress`).
 
     Every job runs on ``device`` (default: CUDA when available) in ``precision``; off the CPU or in reduced
     precision the work dirs go to ``WORK_ROOT/SUITE_cuda_bf16`` (``harness.runner.run_suffix``).
@@ -247,8 +249,10 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     from harness import distributed
     from harness.device import check_precision, resolve_device
     from harness.plugins import loaded_plugins
-    from harness.results import append_rows, completed_jobs, provenance
+    from harness.results import append_rows, completed_jobs, provenance, user_results_dir
     from harness.runner import checked_manifest, ensure_benchmark, run_suffix
+
+    results_dir = user_results_dir() / "store" if results_dir is None else results_dir
 
     device = resolve_device(device)
     check_precision(precision, device)
@@ -281,9 +285,10 @@ def run_suite(name: str, results_dir: str | Path = "results/store", work_root: s
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
     outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
-    for number, outcome in outcomes:
-        prefix = f"[{number}/{len(jobs)} {_clock(time.perf_counter() - started)}] {jobs[number - 1].name}"
+    for finished, (number, outcome) in enumerate(outcomes, start=1):
         counts[outcome.status] += 1
+        ran = counts["run"] + counts["failed"]  # skipped and not-applicable jobs take next to no time
+        prefix = f"{_progress(finished, len(jobs), time.perf_counter() - started, ran)} {jobs[number - 1].name}"
         append_rows(results_dir, outcome.rows)
         if outcome.status == "skipped":
             say(f"{prefix}: already in the store, skipped")
@@ -463,7 +468,21 @@ def _run_in_worker(context: _Context, job: Job, checkpoint: Path | None) -> tupl
 
 
 def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+    """m:ss, or h:mm:ss from an hour."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _progress(finished: int, total: int, elapsed: float, ran: int) -> str:
+    """The head of a suite's line per finished job: ``[finished/total elapsed, ~left left]``. The time left is
+    the mean wall time per job that ran so far (``ran``: skipped and not-applicable jobs take next to none; with
+    workers the jobs overlap, which the wall time counts) times the jobs left: ``?`` before any has run, nothing
+    after the last."""
+    head = f"[{finished}/{total} {_clock(elapsed)}"
+    left = total - finished
+    if left <= 0:
+        return head + "]"
+    return f"{head}, {'~' + _clock(elapsed / ran * left) if ran > 0 else '?'} left]"
 
 
 def _metric_rows(base: dict, metrics: dict[str, float], job_hash: str, wall_s: float) -> list[dict]:

@@ -228,16 +228,6 @@ def test_runner_scope_finds_models():
     assert type(model.vision.reducers['2']).__name__ == 'ToMeReducer'
 
 
-@pytest.mark.parametrize('name', NAMES)
-def test_model_config_files_build(name):
-    from mmengine.config import Config
-
-    cfg = Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'models' / f'{name}.py'))
-    assert cfg.model['type'] == name
-    model = MODELS.build(dict(cfg.model, **TOKENS))
-    assert model.vision.num_patches == 64
-
-
 def test_hard_negatives_exclude_positives():
     torch.manual_seed(0)
     sim = torch.randn(6, 6) * 5

@@ -9,11 +9,11 @@ Variants name model overrides (``model``), the pre-training share of images with
 and which models and tasks they apply to. The default variant ("") is the main comparison.
 """
 
+_base_ = ["../_base_/suites/all_tasks.py"]  # tasks and test_only: every task
+
 scale = "tiny"
 seeds = [0, 1, 2]
 models = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
-tasks = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
-test_only = ["retrieval_zeroshot", "patch_detection"]
 _ablation_tasks = ["retrieval_zeroshot", "patch_detection", "vqa"]
 _reducers = ["copa", "trips", "evit", "random", "tome"]
 variants = {

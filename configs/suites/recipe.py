@@ -7,11 +7,12 @@ whole ViT and a text-aware ViT suffix per ITM negative. Same schedules as the do
 1,000 iterations from the object-trained ViT, VQA 1,000). Results: results/README.md, "Pre-training recipe".
 """
 
+_base_ = ["../_base_/suites/all_tasks.py"]  # test_only; tasks: its own
+
 scale = "tiny"
 seeds = [0, 1, 2]
 models = ["copa"]
 tasks = ["retrieval_zeroshot", "patch_detection", "vqa"]
-test_only = ["retrieval_zeroshot", "patch_detection"]
 max_iters = dict(pretrain=1000)
 variants = {
     "": {},

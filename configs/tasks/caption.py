@@ -15,7 +15,8 @@ reaches BLEU-4 17.9 / CIDEr 45.4 on test with 3 beams (greedy: 14.1 / 39.6), whe
 caption given to every image scores 11.3 / 18.8.
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py",
+          "../_base_/datasets/caption_pairs_train.py"]
 
 batch_size = 64
 max_iters = 300
@@ -27,14 +28,7 @@ task_model = dict(type="CaptionModel", tokenizer=None, num_beams=3, max_length=2
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
 
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="copa_bench.vlp_collate", tokenizer=None, max_length=40),
-    dataset=dict(type="CaptionDataset", data_root=None, ann_file="annotations/captions_train.json",
-                 data_prefix=dict(img_path="images"), pipeline=pipeline),
-)
+train_dataloader = dict(batch_size=batch_size, dataset=dict(pipeline=pipeline))  # the training captions
 val_dataloader = dict(
     batch_size=64,
     num_workers=0,
@@ -47,17 +41,12 @@ val_evaluator = dict(type="CaptionMetric")
 test_dataloader = dict(val_dataloader, dataset=dict(val_dataloader["dataset"], split="test"))
 test_evaluator = val_evaluator
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict()
 test_cfg = dict()
 
-optim_wrapper = dict(
-    optimizer=dict(type="AdamW", lr=5e-4, weight_decay=0.02, betas=(0.9, 0.98)),
-    clip_grad=dict(max_norm=5.0),
-)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=30),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-6),
-]
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
+param_scheduler = [dict(_base_.param_scheduler[0], end=30),  # warm-up from a tenth of the rate
+                   dict(_base_.param_scheduler[1], begin=30, end=max_iters)]  # cosine to 1e-6
 
 default_hooks = dict(checkpoint=dict(interval=max_iters))

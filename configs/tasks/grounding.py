@@ -14,7 +14,7 @@ about 9 with any schedule tried (300-1,200 iterations, lr 2e-4 to 1e-3): its reg
 the truth (r ~ 0.5) but were never precise to the third of an object (12 px in 64) that IoU 0.5 asks for.
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py"]
 
 batch_size = 32
 max_iters = 600
@@ -52,20 +52,17 @@ val_evaluator = dict(type="GroundingMetric")
 test_dataloader = dict(val_dataloader, dataset=_refs("test"))
 test_evaluator = val_evaluator
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict()
 test_cfg = dict()
 
 optim_wrapper = dict(
-    optimizer=dict(type="AdamW", lr=5e-4, weight_decay=0.02, betas=(0.9, 0.98)),
+    optimizer=dict(lr=5e-4),
     # the head starts from scratch; bypass_duplicate: the MLM head shares its weights with the word embeddings
     paramwise_cfg=dict(custom_keys={"grounding_head": dict(lr_mult=5.0)}, bypass_duplicate=True),
-    clip_grad=dict(max_norm=5.0),
 )
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=30),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-6),
-]
+param_scheduler = [dict(_base_.param_scheduler[0], end=30),  # warm-up from a tenth of the rate
+                   dict(_base_.param_scheduler[1], begin=30, end=max_iters)]  # cosine to 1e-6
 
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 # efficiency beside accuracy: the (image, expression) pair forward is exactly this task's encoder cost

@@ -14,11 +14,10 @@ TRIPS's loss stayed at 0.69 for 500 iterations and ended at 0.65 (test 52.0), at
 50.6-61.2 to 53.4-61.6.
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/head_finetune.py"]
 
 batch_size = 32
 max_iters = 1000
-pretrained_vision_lr_mult = 0.1
 
 task_model = dict(type="NLVR2Model")
 # the declaration tables, the gate, chance and suites read (harness/taskspec.py)
@@ -46,20 +45,13 @@ test_dataloader = dict(val_dataloader, dataset=_split("test"))
 val_evaluator = dict(type="AccuracyMetric")
 test_evaluator = val_evaluator
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict()
 test_cfg = dict()
 
-optim_wrapper = dict(
-    optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.01, betas=(0.9, 0.98)),
-    # ViLT: the new head at 10x; the MLM decoder shares the word embeddings, so skip the repeat
-    paramwise_cfg=dict(custom_keys={"nlvr2_head": dict(lr_mult=10.0)}, bypass_duplicate=True),
-    clip_grad=dict(max_norm=5.0),
-)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.05, by_epoch=False, begin=0, end=15),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=15, end=max_iters, eta_min=1e-6),
-]
+# ViLT's fine-tuning: lr 1e-4, the new head at 10x, the pre-trained ViT at a tenth (_base_/schedules/head_finetune.py)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"nlvr2_head": dict(lr_mult=10.0)}))
+param_scheduler = [dict(_base_.param_scheduler[0], end=15), dict(_base_.param_scheduler[1], begin=15, end=max_iters)]
 
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 

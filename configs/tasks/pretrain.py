@@ -5,7 +5,8 @@ patch sizes of the model's scale; everything else is here. The tiny schedule (50
 captions, about one epoch of the tiny benchmark) fits in five minutes on 2 CPU cores.
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py",
+          "../_base_/datasets/caption_pairs_train.py"]
 
 batch_size = 32
 max_iters = 500
@@ -27,20 +28,10 @@ train_pipeline = [
 ]
 val_pipeline = train_pipeline
 
-train_dataloader = dict(
+train_dataloader = dict(  # the training captions, with their images' boxes and PTA's share of them
     batch_size=batch_size,
-    num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="copa_bench.vlp_collate", tokenizer=None, max_length=40),
-    dataset=dict(
-        type="CaptionDataset",
-        data_root=None,
-        ann_file="annotations/captions_train.json",
-        instances_file="annotations/instances_train.json",
-        pta_file="annotations/pta_boxes_train.json",
-        data_prefix=dict(img_path="images"),
-        pipeline=train_pipeline,
-    ),
+    dataset=dict(instances_file="annotations/instances_train.json", pta_file="annotations/pta_boxes_train.json",
+                 pipeline=train_pipeline),
 )
 val_dataloader = dict(
     batch_size=64,
@@ -58,17 +49,12 @@ val_dataloader = dict(
 )
 val_evaluator = dict(type="PretrainMetric")
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict()
 
-optim_wrapper = dict(
-    optimizer=dict(type="AdamW", lr=5e-4, weight_decay=0.02, betas=(0.9, 0.98)),
-    clip_grad=dict(max_norm=5.0),
-)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.05, by_epoch=False, begin=0, end=50),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=50, end=max_iters, eta_min=1e-5),
-]
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
+param_scheduler = [dict(_base_.param_scheduler[0], start_factor=0.05, end=50),  # warm-up from 5% of the rate
+                   dict(_base_.param_scheduler[1], begin=50, end=max_iters, eta_min=1e-5)]
 
 default_hooks = dict(checkpoint=dict(interval=250, max_keep_ckpts=2))
 

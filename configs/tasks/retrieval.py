@@ -7,7 +7,8 @@ text-free embedding to shortlist with, so the task does not apply to it (ranking
 the alternative, not run here).
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py",
+          "../_base_/datasets/caption_pairs_train.py"]
 
 batch_size = 32
 max_iters = 200
@@ -21,14 +22,7 @@ task_model = dict(type="RetrievalModel", k=16)
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
 
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="copa_bench.vlp_collate", tokenizer=None, max_length=40),
-    dataset=dict(type="CaptionDataset", data_root=None, ann_file="annotations/captions_train.json",
-                 data_prefix=dict(img_path="images"), pipeline=pipeline),
-)
+train_dataloader = dict(batch_size=batch_size, dataset=dict(pipeline=pipeline))  # the training captions
 test_dataloader = dict(
     batch_size=64,
     num_workers=0,
@@ -40,15 +34,10 @@ test_dataloader = dict(
 test_evaluator = dict(type="RetrievalMetric")
 test_cfg = dict(type="RetrievalTestLoop")
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters)
-optim_wrapper = dict(
-    optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.02, betas=(0.9, 0.98)),
-    clip_grad=dict(max_norm=5.0),
-)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=20, end=max_iters, eta_min=1e-6),
-]
+train_cfg = dict(max_iters=max_iters)
+optim_wrapper = dict(optimizer=dict(lr=1e-4))
+param_scheduler = [dict(_base_.param_scheduler[0], end=20),  # warm-up from a tenth of the rate
+                   dict(_base_.param_scheduler[1], begin=20, end=max_iters)]  # cosine to 1e-6
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [dict(type="EfficiencyHook", repeats=3),
                 dict(type="DistillationWarmupHook", fraction=1 / 30)]  # ALBEF Retrieval.py: alpha ramps over epoch 0

@@ -7,7 +7,7 @@ this writes, so boxes on PTA's share of the caption training images are the only
 The runner fills in the data root, the model's vision config, image size and the class list.
 """
 
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py"]
 
 task_spec = dict(headline=None, chance=None)  # the ViT initialisation: no table, no gate, no chance row
 
@@ -35,14 +35,12 @@ val_dataloader = dict(
 )
 val_evaluator = dict(type="MultiLabelMetric")
 
-train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict()
 
-optim_wrapper = dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05), clip_grad=dict(max_norm=5.0))
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.05, by_epoch=False, begin=0, end=30),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min=1e-5),
-]
+optim_wrapper = dict(optimizer=dict(_delete_=True, type="AdamW", lr=1e-3, weight_decay=0.05))  # torch's betas
+param_scheduler = [dict(_base_.param_scheduler[0], start_factor=0.05, end=30),  # warm-up from 5% of the rate
+                   dict(_base_.param_scheduler[1], begin=30, end=max_iters, eta_min=1e-5)]
 
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 custom_hooks = [dict(type="ExportVisionEncoderHook")]
