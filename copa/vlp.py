@@ -207,7 +207,8 @@ class VLPModel(BaseModel):
         self.momentum_model = None
         if momentum is None:
             if queue_size:
-                raise ValueError('queue_size needs momentum (the queue holds the momentum model\'s features)')
+                raise ValueError('queue_size needs momentum (the queue holds its features): '
+                                 'give queue_size=0 with momentum=None')
             return
         if not 0.0 < momentum < 1.0:
             raise ValueError(f'momentum must be in (0, 1), got {momentum}')

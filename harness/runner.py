@@ -569,6 +569,31 @@ def quiet_console(logger: logging.Logger) -> logging.Logger:
     return logger
 
 
+MODEL_FILE_KEYS = ("vision_pretrained", "text_pretrained", "checkpoint")
+
+
+def check_model_config(model_cfg) -> None:
+    """Build the job's model on the meta device (no memory, no weights read) so that a bad model argument, from a
+    task config or ``--cfg-options``, is one line before the Runner writes a work dir, not a traceback after."""
+    import torch
+
+    import harness.tasks  # noqa: F401  (registers every task model)
+    from zoo import MODELS
+
+    def without_files(cfg: dict) -> dict:
+        cfg = {k: v for k, v in dict(cfg).items() if k not in MODEL_FILE_KEYS}  # files are checked where named
+        if isinstance(cfg.get("backbone"), dict):
+            cfg["backbone"] = without_files(cfg["backbone"])
+        return cfg
+
+    try:
+        with torch.device("meta"):
+            MODELS.build(without_files(model_cfg))
+    except (ValueError, TypeError, KeyError) as e:
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(None, "--cfg-options", f"the model config is not valid: {message}") from None
+
+
 def make_runner(cfg):
     """An mmengine Runner for ``cfg`` that loads checkpoints safely, keeps the console short, and runs on the
     job's device in its precision."""
@@ -581,6 +606,8 @@ def make_runner(cfg):
     from harness.checkpoint import install_safe_loader
     from harness.device import job_settings
     from harness.hooks import TrainingRandomStateHook
+
+    check_model_config(cfg.model)
 
     _register_everything()
     install_safe_loader()

@@ -145,3 +145,18 @@ def test_distillation_ramp_follows_albef_first_epoch():
     assert DistillationWarmupHook(fraction=0.0).ramp(0, 100) == 1.0
     with pytest.raises(ValueError):
         DistillationWarmupHook(fraction=1.5)
+
+
+def test_a_bad_model_argument_is_one_line_and_leaves_no_work_dir(tiny_benchmark, tmp_path, capsys):
+    """``--cfg-options`` reaches the model after the config is built: the model is built on the meta device before
+    the Runner, so its refusal is one line naming the option (exit 2) and nothing is written."""
+    from harness.cli import main
+
+    work = tmp_path / "work"
+    for option, reason in (("model.momentum=1.5", "momentum must be in (0, 1)"),
+                           ("model.momentum=None", "give queue_size=0 with momentum=None")):
+        code = main(["train", "--model", "copa", "--task", "pretrain", "--data", str(tiny_benchmark), "--vision-init",
+                     "none", "--max-iters", "1", "--work-dir", str(work), "--cfg-options", option])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "--cfg-options" in err[0] and reason in err[0], err
+        assert not work.exists()
