@@ -667,20 +667,30 @@ def _draw_chance(ax, level: float | None) -> None:
                 textcoords="offset points", ha="right", va="bottom", fontsize=8, color="0.35")
 
 
-def label_offsets(xs: Sequence[float], ys: Sequence[float], gap: float = 0.06,
+def label_offsets(xs: Sequence[float], ys: Sequence[float], near: float = 40.0,
                   step: float = 11.0) -> list[tuple[float, float]]:
-    """Offsets (points) of the point labels: a label whose point lies within ``gap`` (as a fraction of each axis'
-    span) of earlier points' goes one line lower per such point, so models at the same cost stay readable.
-    Deterministic: it depends only on the points and their order."""
-    def span(values: Sequence[float]) -> float:
-        return (max(values) - min(values)) or 1.0
+    """Offsets (points) of the point labels, given the points' positions in points on the drawn figure: each label
+    sits just above-right of its point unless a label already placed within ``near`` horizontally would be closer
+    than ``step`` vertically; then it moves below that one. Placed from the top down, so models at one cost stack
+    in their order of accuracy. Deterministic: it depends only on the positions."""
+    placed: dict[int, float] = {}  # point index -> label baseline (points)
+    for i in sorted(range(len(xs)), key=lambda k: (-ys[k], k)):
+        label = ys[i] + 4.0
+        while True:
+            clash = [placed[j] for j in placed if abs(xs[j] - xs[i]) < near and abs(placed[j] - label) < step]
+            if not clash:
+                break
+            label = min(clash) - step
+        placed[i] = label
+    return [(5.0, placed[i] - ys[i]) for i in range(len(xs))]
 
-    sx, sy = span(xs), span(ys)
-    offsets = []
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        close = sum(1 for j in range(i) if abs(xs[j] - x) / sx < gap and abs(ys[j] - y) / sy < gap)
-        offsets.append((5.0, 4.0 - step * close))
-    return offsets
+
+def _points_on_figure(ax, xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Data coordinates -> positions in points on the figure (what a label's size is measured in)."""
+    ax.autoscale_view()  # the limits the points will be drawn with (matplotlib applies them lazily)
+    scale = 72.0 / ax.figure.dpi
+    shown = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    return [float(x) * scale for x, _ in shown], [float(y) * scale for _, y in shown]
 
 
 def pareto_figure(summary: pd.DataFrame, task: str, metric: str):
@@ -710,7 +720,8 @@ def pareto_figure(summary: pd.DataFrame, task: str, metric: str):
         ys = [float(acc.loc[m, "mean"]) for m in models]
         yerr = [0.0 if not math.isfinite(acc.loc[m, "std"]) else float(acc.loc[m, "std"]) for m in models]
         ax.errorbar(xs, ys, yerr=yerr, fmt="o", capsize=3, color="tab:blue")
-        for x, y, m, offset in zip(xs, ys, models, label_offsets(xs, ys), strict=True):
+        offsets = label_offsets(*_points_on_figure(ax, xs, ys))
+        for x, y, m, offset in zip(xs, ys, models, offsets, strict=True):
             ax.annotate(m, (x, y), textcoords="offset points", xytext=offset, fontsize=9)
         front = pareto_front(xs, ys, lower_better)
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", drawstyle="steps-post", color="tab:red",

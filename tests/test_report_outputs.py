@@ -184,10 +184,15 @@ def test_plots_draw_the_chance_level(store):
 
 
 def test_labels_of_points_at_one_cost_do_not_overlap():
-    offsets = tables.label_offsets([0.3, 0.3, 0.5, 0.3], [70.4, 70.3, 71.3, 60.0])
-    assert offsets[0] != offsets[1] and offsets[2] == offsets[0] and offsets[3] == offsets[0]
-    assert offsets == tables.label_offsets([0.3, 0.3, 0.5, 0.3], [70.4, 70.3, 71.3, 60.0])  # deterministic
-    assert len(set(tables.label_offsets([1.0] * 3, [5.0] * 3))) == 3
+    """Positions in points: three models at one cost within a line of each other, one far below, one elsewhere."""
+    xs, ys = [100.0, 100.0, 300.0, 100.0, 102.0], [200.0, 196.0, 210.0, 100.0, 198.0]
+    offsets = tables.label_offsets(xs, ys)
+    labels = [y + dy for y, (_, dy) in zip(ys, offsets, strict=True)]
+    stacked = sorted(labels[i] for i in (0, 1, 4))
+    assert all(b - a >= 11.0 for a, b in zip(stacked, stacked[1:], strict=False))  # no two of them on one line
+    assert offsets[2] == offsets[3] == (5.0, 4.0)  # alone: just above-right of the point
+    assert labels[0] > labels[4] > labels[1]  # stacked in the order of their points
+    assert offsets == tables.label_offsets(xs, ys)  # deterministic
 
 
 def test_version(capsys):
