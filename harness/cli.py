@@ -146,7 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
                        vision_init=args.vision_init, device=device, precision=precision, data_config=data_config,
-                       tokenizer=args.tokenizer)
+                       tokenizer=args.tokenizer, options=args.cfg_options)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     summary = train(cfg)
@@ -171,7 +171,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     main_process = _join(args.launcher, device)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision,
-                       data_config=data_config, tokenizer=args.tokenizer)
+                       data_config=data_config, tokenizer=args.tokenizer, options=args.cfg_options)
     apply_options(cfg, args.cfg_options)
     start = time.perf_counter()
     metrics = test(cfg)

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ def build_config(
     precision: str = "fp32",
     data_config=None,
     tokenizer: str | os.PathLike | None = None,
+    options: Sequence[str] | None = None,
 ):
     """The complete mmengine ``Config`` of one job, on ``device`` (default: CUDA when available) in
     ``precision`` (fp32, bf16 or fp16).
@@ -135,6 +136,10 @@ def build_config(
 
     ``data_config`` (a :class:`harness.data.layouts.DataConfig` or its ``--data-config`` name) reads a real
     dataset instead of the generated benchmark, ``data`` then being its root; ``tokenizer`` replaces the data's.
+
+    ``options`` (``--cfg-options``, already checked by :func:`parse_options`): the top-level scalar keys among them
+    (``pretrained_vision_lr_mult=1.0``) are settings this function reads, so they are merged before it does;
+    the caller applies all of them to the result with :func:`apply_options`, which checks every component.
     """
     from harness.data.tokenizer import load_tokenizer
     from harness.device import check_precision, resolve_device
@@ -161,6 +166,10 @@ def build_config(
     if task == "vision_pretrain":  # one ViT initialisation shared by every model
         return build_vision_config(scale, data, work_dir, seed, max_iters, device, precision)
     cfg = load_task_config(task)
+    settings = {key: value for key, value in parse_options(options)
+                if "." not in key and not isinstance(value, (dict, list, tuple))}  # no component is built from them
+    if settings:
+        cfg.merge_from_dict(settings)
     if data_config is None:
         root = ensure_benchmark(data)
         tokenizer_dir = Path(tokenizer) if tokenizer is not None else root / "tokenizer"

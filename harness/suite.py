@@ -218,7 +218,8 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
                        work_dir=work_dir, seed=job.seed, checkpoint=checkpoint, testing=testing,
                        max_iters=None if testing else suite.get("max_iters", {}).get(job.task),
                        model_overrides=overrides, vision_init=suite.get("vision_init", "auto"),
-                       device=suite.get("device"), precision=suite.get("precision", "fp32"))
+                       device=suite.get("device"), precision=suite.get("precision", "fp32"),
+                       options=suite.get("options", {}).get(job.task))
     apply_options(cfg, suite.get("options", {}).get(job.task), f"options.{job.task}", suite.filename)
     if job.task == "pretrain" and "pta_fraction" in job.config:
         cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
@@ -541,12 +542,12 @@ def _run_job(suite, job: Job, work_root: Path, pretrained: dict, data_hash: str,
 
 
 def _chance(suite, job: Job, data_hash: str, done: set[str], base: dict) -> tuple[list[dict], bool]:
-    from harness.chance import chance_config, chance_metrics
+    from harness.chance import CHANCE_VERSION, chance_config, chance_metrics
     from harness.results import job_hash
 
     limit = suite.get("eval_limit", {}).get(job.task)
     cfg = chance_config(job.task, suite.data, limit)
-    digest = job_hash({"chance": job.task, "config": cfg.to_dict(), "data": data_hash})
+    digest = job_hash({"chance": job.task, "config": cfg.to_dict(), "data": data_hash, "version": CHANCE_VERSION})
     if digest in done:
         return [], True
     start = time.perf_counter()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.chance import SE_SUFFIX
 from harness.errors import InputError
 from harness.results import (
     DEFAULT_STORE,
@@ -39,6 +40,8 @@ DEFAULT_OUT = "results/tables"
 FORMATS = ("md", "csv", "latex", "html")
 EXTENSIONS = {"md": "md", "csv": "csv", "latex": "tex", "html": "html"}
 MODEL_ORDER = ("albef", "copa", "trips", "evit", "random", "tome", "vilt")
+SE_MARGIN = 3  # "above chance" means above the chance row by this many of its standard errors
+CHANCE_FLOOR = f"chance + {SE_MARGIN} SE"  # the main table's row under ``chance``
 EFFICIENCY_LABELS = {
     "gmacs": "GMACs",
     "params_m": "params (M)",
@@ -261,10 +264,24 @@ def variant_family(variant: str) -> str | None:
     return match.group() if match else variant
 
 
+def _chance_floor(summary: pd.DataFrame, task: str, metric: str, variant: str):
+    """The ``chance + 3 SE`` cell of a metric: the chance row plus SE_MARGIN of its standard errors
+    (harness/chance.py), a summary row like the others; None when the chance job recorded no standard error."""
+    chance = summary[(summary.model == CHANCE) & (summary.task == task) & (summary.variant == variant)]
+    level, se = (chance[chance.metric == m] for m in (metric, metric + SE_SUFFIX))
+    if level.empty or se.empty or level.iloc[0].status != "ok":
+        return None
+    floor = level.iloc[0].copy()
+    floor["model"], floor["mean"], floor["std"] = CHANCE_FLOOR, floor["mean"] + SE_MARGIN * se.iloc[0]["mean"], math.nan
+    return next(pd.DataFrame([floor]).itertuples())
+
+
 def _column(summary: pd.DataFrame, models: list[str], task: str, metric: str, variant: str,
             numbers: list[dict], column: str) -> list[str]:
     sel = summary[(summary.task == task) & (summary.metric == metric) & (summary.variant == variant)]
     by_model = {r.model: r for r in sel.itertuples()}
+    if CHANCE_FLOOR in models and (floor := _chance_floor(summary, task, metric, variant)) is not None:
+        by_model[CHANCE_FLOOR] = floor
     # a job that did not apply is one n/a row with metric "*": every metric of that task is n/a
     wildcard = summary[(summary.task == task) & (summary.metric == "*") & (summary.variant == variant)]
     for r in wildcard.itertuples():
@@ -329,6 +346,8 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
     headline = headlines(summary.task)
     tasks = [t for t, m in headline.items() if ((default.task == t) & (default.metric == m)).any()]
     models = _model_order(summary.model)
+    if CHANCE in models and summary.metric.str.endswith(SE_SUFFIX).any():
+        models.insert(models.index(CHANCE) + 1, CHANCE_FLOOR)
     paper_rows = paper.rows if paper else []
     models += [m for m in dict.fromkeys(r["model"] for r in paper_rows) if m not in models]
     columns: dict[str, list[str]] = {"model": models}
@@ -364,6 +383,11 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
     for task, metric in list(paper_keys):
         add_paper(task, metric, EFFICIENCY_LABELS.get(metric, f"{task} {metric}"))
     notes = [_seed_note(summary)]
+    if CHANCE_FLOOR in models:
+        notes.append(f"{CHANCE_FLOOR}: the chance row plus {SE_MARGIN} standard errors of chance on the same test "
+                     "set (binomial for accuracies, the Mann-Whitney null for AUCs, a random ranking's spread for "
+                     "retrieval, per-image spread for CIDEr; harness/chance.py): a model above it is above chance "
+                     "beyond what the test set's size explains.")
     if size is not None:
         notes.append(GMACS_NOTE + " pairs/s: median over interleaved timed rounds, machine-dependent.")
         if speedups:

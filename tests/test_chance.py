@@ -1,14 +1,25 @@
 """Chance levels (harness/chance.py) against independent computations: an exhaustive enumeration of random
-rankings for retrieval; the VQA and grounding floors recomputed from the benchmark's raw JSON files."""
+rankings for retrieval; the VQA and grounding floors recomputed from the benchmark's raw JSON files; each
+standard error against a simulation of the predictor it describes."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
+import statistics
 
+import numpy as np
 import pytest
 
-from harness.chance import _retrieval, chance_config, chance_metrics
+from harness.chance import (
+    _retrieval,
+    auc_null_se,
+    binomial_se,
+    chance_config,
+    chance_metrics,
+    random_ranking_se,
+)
 
 
 def test_retrieval_closed_form_equals_every_ranking_enumerated():
@@ -45,7 +56,10 @@ def test_vqa_floor_is_the_most_frequent_training_answer_per_question_type(tiny_b
                           for a in test])
     got = chance_metrics(chance_config("vqa", str(tiny_benchmark), 200))
     assert {prior["is there a"], prior["is the"]} <= {"yes", "no"} and len(set(prior.values())) >= 4
-    assert got == pytest.approx(metric.compute_metrics(metric.results))
+    expected = metric.compute_metrics(metric.results)
+    assert {k: v for k, v in got.items() if k != "vqa_acc_se"} == pytest.approx(expected)
+    p = expected["vqa_acc"] / 100
+    assert got["vqa_acc_se"] == pytest.approx(100 * math.sqrt(p * (1 - p) / 200))
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -74,6 +88,62 @@ def test_grounding_floor_is_the_mean_training_box(tiny_benchmark):
 
 def test_balanced_labels_and_uninformative_scores(tiny_benchmark):
     assert chance_metrics(chance_config("nlvr2", str(tiny_benchmark)))["acc"] == 50.0
-    assert chance_metrics(chance_config("patch_detection", str(tiny_benchmark))) == {"patch_auc": 0.5}
+    patch = chance_metrics(chance_config("patch_detection", str(tiny_benchmark)))
+    assert patch["patch_auc"] == 0.5 and patch["patch_auc_se"] == pytest.approx(auc_null_se(500, 500))  # per image
     pretrain = chance_metrics(chance_config("pretrain", str(tiny_benchmark), 250))
     assert pretrain["itc_r1"] == 1 / 250 and pretrain["itm_auc"] == 0.5
+    assert pretrain["itm_auc_se"] == pytest.approx(auc_null_se(250, 250))  # one mismatched pair per caption
+
+
+def _brute_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_auc_standard_error_is_the_spread_of_uninformative_scores():
+    rng = np.random.default_rng(0)
+    aucs = [_brute_auc(rng.random(30), rng.random(50)) for _ in range(4000)]
+    assert statistics.stdev(aucs) == pytest.approx(auc_null_se(30, 50), rel=0.05)
+
+
+def test_binomial_standard_error_is_the_spread_of_a_coin_of_that_rate():
+    rng = np.random.default_rng(0)
+    accuracies = [100 * rng.binomial(120, 0.3) / 120 for _ in range(4000)]
+    assert statistics.stdev(accuracies) == pytest.approx(binomial_se(30.0, 120), rel=0.05)
+
+
+def test_retrieval_standard_error_is_the_spread_of_random_score_matrices():
+    """R-mean of uniformly random image x text similarities, ranked both ways (by sorting here, by counting in
+    harness/chance.py), over many draws: what a model that has learned nothing scores, and its spread."""
+    captions = [1, 2, 3, 5, 1, 2, 4, 3, 2, 1, 5, 2]
+    owner = np.array([i for i, m in enumerate(captions) for _ in range(m)])
+    rng = np.random.default_rng(0)
+    means = []
+    for _ in range(3000):
+        sims = rng.random((len(captions), len(owner)))
+        text_order = np.argsort(-sims, axis=1)  # each image's texts, best first
+        first = np.array([np.flatnonzero(owner[text_order[i]] == i)[0] for i in range(len(captions))])
+        image_rank = (sims > sims[owner, np.arange(len(owner))]).sum(axis=0)  # each text's own image's rank
+        recalls = [100 * (first < k).mean() for k in (1, 5, 10)] + [100 * (image_rank < k).mean() for k in (1, 5, 10)]
+        means.append(sum(recalls) / 6)
+    got = _retrieval([{"texts": ["t"] * m} for m in captions])
+    assert statistics.fmean(means) == pytest.approx(got["r_mean"], rel=0.02)
+    assert statistics.stdev(means) == pytest.approx(random_ranking_se(captions, draws=3000, seed=1), rel=0.06)
+    assert got["r_mean_se"] == pytest.approx(statistics.stdev(means), rel=0.15)  # its default 200 draws
+
+
+def test_caption_standard_error_is_the_per_image_spread_of_the_majority_caption(tiny_benchmark):
+    from harness.chance import test_samples
+    from harness.metrics.caption import CaptionMetric, cider_per_image
+
+    cfg = chance_config("caption", str(tiny_benchmark), 60)
+    got = chance_metrics(cfg)
+    caption = json.loads((tiny_benchmark / "annotations" / "captions_train.json").read_text())
+    texts = [a["caption"] for a in caption["annotations"]]
+    majority = max(sorted(set(texts)), key=texts.count)
+    rows = [dict(image_id=s["image_id"], caption=majority, references=s["texts"]) for s in test_samples(cfg)]
+    per_image = cider_per_image(rows)
+    metric = CaptionMetric()
+    metric.process(None, rows)
+    assert 100 * statistics.fmean(per_image) == pytest.approx(metric.compute_metrics(metric.results)["cider"])
+    assert got["cider"] == pytest.approx(100 * statistics.fmean(per_image))
+    assert got["cider_se"] == pytest.approx(100 * statistics.stdev(per_image) / math.sqrt(60))

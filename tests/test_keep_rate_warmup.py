@@ -43,7 +43,7 @@ def _ratios(model):
 def test_the_schedule_is_evits_published_one_in_fractions_of_training(target):
     # EViT's run_code.sh: 300 epochs, shrink_start_epoch 10, shrink_epochs 100; here 4 iterations an epoch
     epochs, per_epoch, start, shrink = 300, 4, 10, 100
-    model = build_model("evit", keep_ratio=target)
+    model = build_model("evit", keep_ratio=target, momentum=0.995)
     hook = KeepRateWarmupHook()  # the defaults are the published recipe
     runner = _runner(model, epochs * per_epoch)
     hook.before_train(runner)

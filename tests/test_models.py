@@ -97,8 +97,8 @@ def test_tensor_mode_shapes_and_token_budget(models, name):
 
 @pytest.mark.parametrize('name', REDUCED)
 def test_keep_ratio_one_reproduces_albef(name):
-    albef = make('albef').eval()
-    model = make(name, seed=1, keep_ratio=1.0).eval()
+    albef = make('albef', momentum=0.995).eval()
+    model = make(name, seed=1, keep_ratio=1.0, momentum=0.995).eval()
     missing, unexpected = model.load_state_dict(albef.state_dict(), strict=False)
     assert not unexpected
     assert all(k.removeprefix('momentum_model.').startswith(('vision.reducers.', 'text_to_vision.')) for k in missing)
@@ -184,7 +184,8 @@ def test_pretraining_step_runs_no_unpruned_vit_pass(name, monkeypatch):
     full, schedule = 65, make(name).vision.token_schedule()
     calls = _block_lengths(make(name), monkeypatch)
     assert calls == {i: [n] if i < 2 else [n, n] for i, n in enumerate(schedule)}
-    model = make(name)  # the momentum model takes the same two pruned paths (ITC text-free, MLM text-aware)
+    model = make(name, momentum=0.995)  # the momentum model takes the same two pruned paths (ITC text-free, MLM
+    # text-aware)
     assert _block_lengths(model, monkeypatch, model.momentum_model['vision']) == calls
     calls = _block_lengths(make(name, **SEPARATE_PASSES), monkeypatch)
     assert calls == {i: [n] if i < 2 else [full, n, n] for i, n in enumerate(schedule)}

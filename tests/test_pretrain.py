@@ -107,3 +107,20 @@ def test_max_iters_rescales_the_schedule(tiny_benchmark, tmp_path):
     warmup, cosine = shorter.param_scheduler
     assert (warmup["end"], cosine["begin"], cosine["end"]) == (10, 9, 10)
     assert shorter.train_cfg.val_interval == 10 and shorter.default_hooks.checkpoint.interval == 10
+
+
+def test_a_top_level_setting_from_cfg_options_reaches_what_build_config_derives(tiny_benchmark, tmp_path):
+    """``pretrained_vision_lr_mult`` is read while the job config is built (into the optimiser's per-parameter
+    rates): an option that set it only afterwards would be accepted and ignored."""
+    vit = tmp_path / "vit.pth"
+    vit.write_bytes(b"")  # build_config only checks that the file exists; no model is built here
+
+    def vision_rates(options):
+        cfg = build_config("albef", "pretrain", data=tiny_benchmark, work_dir=tmp_path / "w", vision_init=str(vit),
+                           options=options)
+        custom = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
+        return {key: spec.get("lr_mult") for key, spec in custom.items() if key.startswith("vision")}
+
+    assert vision_rates(None) == {}  # pre-training's ViT learns at the full rate, as ALBEF's
+    assert set(vision_rates(["pretrained_vision_lr_mult=0.1"]).values()) == {0.1}
+    assert set(vision_rates(["pretrained_vision_lr_mult=0.5"]).values()) == {0.5}

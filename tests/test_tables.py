@@ -88,6 +88,22 @@ def test_cells_are_mean_and_sample_std_over_seeds(store):
     assert _cell(main_table, "copa", "speedup (inference, pair)") == "1.60"
 
 
+def test_the_chance_row_is_followed_by_chance_plus_three_standard_errors(tmp_path):
+    rows = [row(model="albef", task="retrieval", metric="r_mean", value=19.0),
+            row(model="chance", task="retrieval", metric="r_mean", value=5.25),
+            row(model="chance", task="retrieval", metric="r_mean_se", value=1.125),
+            row(model="albef", task="caption", metric="cider", value=30.0),
+            row(model="chance", task="caption", metric="cider", value=17.0)]  # no standard error recorded
+    append_rows(tmp_path / "store", rows)
+    main_table = tables.build_tables(tmp_path / "store")[0][0]
+    assert list(main_table.frame.model) == ["albef", "chance", "chance + 3 SE"]
+    assert _cell(main_table, "chance + 3 SE", "retrieval r_mean") == f"{5.25 + 3 * 1.125:.1f}"
+    assert _cell(main_table, "chance + 3 SE", "caption cider") == "–"
+    assert any(note.startswith("chance + 3 SE:") for note in main_table.notes)
+    floor = main_table.numbers[main_table.numbers.model == "chance + 3 SE"]
+    assert floor["mean"].tolist() == [pytest.approx(5.25 + 3 * 1.125)]
+
+
 def test_na_and_missing_cells(store):
     main_table = tables.build_tables(store)[0][0]
     assert _cell(main_table, "vilt", "caption cider") == "n/a"

@@ -36,8 +36,9 @@ variants = {
     "mlm_separate": dict(model=dict(mlm_query="separate"), models=["copa", "trips"], tasks=_ablation_tasks),
     "mlm_unmasked": dict(model=dict(mlm_query="unmasked"), models=["copa", "trips"], tasks=_ablation_tasks),
     "lm_captioning": dict(model=dict(lm_prefix="none"), models=["copa"], tasks=_ablation_tasks),
-    # ALBEF's momentum model, queue and distillation off (every dual-stream model pre-trains with them)
-    "no_momentum": dict(model=dict(momentum=None), models=["albef", "copa"], tasks=_ablation_tasks),
+    # ALBEF's momentum model, queue and distillation at its published constants (tiny pre-trains without them:
+    # zoo/build.py MOMENTUM_DISTILLATION)
+    "momentum": dict(model=dict(momentum=0.995), models=["albef", "copa"], tasks=_ablation_tasks),
     "separate_passes": dict(model=dict(text_free="unreduced", itm_negatives="rerun"), models=["copa", "trips"],
                             tasks=_ablation_tasks),
 }

@@ -8,7 +8,7 @@ NLVR2 model itself encodes two pairs per sample. The tiny schedule is 1000 itera
 epochs of the 9000); both labels are equally frequent in every split, so chance is 50%. On the 1,500 training pairs
 of the benchmark's generator version 2, every model stayed at chance however long it trained (ALBEF: train loss
 0.50 and val 46.4 after 1000 iterations); on 9,000 it reached val 60.4 (docs/experiments/history.md).
-The pre-trained ViT learns at a tenth of the rate, as in pre-training (the head at ten times): at the full rate
+The pre-trained ViT learns at a tenth of the rate (the head at ten times): at the full rate
 TRIPS's loss stayed at 0.69 for 500 iterations and ended at 0.65 (test 52.0), at a tenth it ended at 0.60 (test
 59.4; val 58.0, as much as 2000 iterations at the full rate gave); the downstream suite's five models went from
 50.6-61.2 to 53.4-61.6.

@@ -191,25 +191,39 @@ class CaptionMetric(BaseMetric):
 
     def compute_metrics(self, results: list[dict]) -> dict[str, float]:
         global last_tokenizer
-        unique: dict[int, dict] = {}
-        for row in results:
-            unique.setdefault(row["image_id"], row)
-        # every caption of the corpus in one tokenizer call (one JVM start): each image's prediction, then its
-        # references
-        texts = [t for row in unique.values() for t in (row["caption"], *row["references"])]
-        tokens, used = _tokenize_all(texts, self.tokenizer)
+        res, gts, used = _tokenised(results, self.tokenizer)
         last_tokenizer = used
         flag = 1.0 if used == "java" else 0.0
-        if not unique:
+        if not res:
             return {"bleu4": float("nan"), "cider": float("nan"), "cider_java_ptb": flag}
-        res: dict[int, list[str]] = {}
-        gts: dict[int, list[str]] = {}
-        at = 0
-        for image_id, row in unique.items():
-            n = 1 + len(row["references"])
-            res[image_id], gts[image_id] = tokens[at:at + 1], tokens[at + 1:at + n]
-            at += n
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         has_reference_words = any(ref for refs in gts.values() for ref in refs)
         cider = Cider().compute_score(gts, res)[0] if has_reference_words else 0.0
         return {"bleu4": 100.0 * float(bleu[3]), "cider": 100.0 * float(cider), "cider_java_ptb": flag}
+
+
+def _tokenised(results: list[dict], tokenizer: str) -> tuple[dict[int, list[str]], dict[int, list[str]], str]:
+    """(prediction, references) per image as pycocoevalcap's scorers take them, tokenised in one call (one JVM
+    start), and the tokenizer used; an image seen twice counts once."""
+    unique: dict[int, dict] = {}
+    for row in results:
+        unique.setdefault(row["image_id"], row)
+    texts = [t for row in unique.values() for t in (row["caption"], *row["references"])]
+    tokens, used = _tokenize_all(texts, tokenizer)
+    res: dict[int, list[str]] = {}
+    gts: dict[int, list[str]] = {}
+    at = 0
+    for image_id, row in unique.items():
+        n = 1 + len(row["references"])
+        res[image_id], gts[image_id] = tokens[at:at + 1], tokens[at + 1:at + n]
+        at += n
+    return res, gts, used
+
+
+def cider_per_image(results: list[dict], tokenizer: str = "auto") -> list[float]:
+    """Each image's CIDEr-D (as a fraction; the corpus score is their mean, IDF from all references), for rows
+    as :class:`CaptionMetric` takes them: how much of a corpus score rests on a few images."""
+    res, gts, _ = _tokenised(results, tokenizer)
+    if not any(ref for refs in gts.values() for ref in refs):
+        return [0.0] * len(res)
+    return [float(x) for x in Cider().compute_score(gts, res)[1]]
