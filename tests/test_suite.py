@@ -65,7 +65,7 @@ def test_plan_orders_pretraining_before_each_models_tasks():
 @pytest.mark.slow
 def test_every_task_then_a_rerun_skips_everything(tiny_benchmark, tmp_path, monkeypatch):
     """A reducing model and the single-stream one, which meets most not-applicable cases, each in a worker
-    process; all seven models on every task run in CI's smoke suite (tox -e smoke). The rerun is in this one."""
+    process; all seven models on every task run in CI's smoke suite (tox). The rerun is in this one."""
     monkeypatch.chdir(tmp_path)
     suite = _micro_suite(tmp_path / "micro.py", tiny_benchmark, models=MODELS_HERE)
     counts = run_suite(suite, results_dir=tmp_path / "store", say=lambda message: None, workers=2)
