@@ -402,6 +402,93 @@ def main_table(summary: pd.DataFrame, rows: pd.DataFrame | None = None,
                  _numbers(numbers))
 
 
+SUBJECT = "copa"  # the method the comparison table sets against each baseline
+PUBLISHED_PREFIX = "published_"  # variants that run a baseline at its own published operating point
+CONFIDENCE = 0.95
+VERDICTS = ("ahead", "level", "behind", "both at chance", "one seed")
+
+
+def paired_difference(subject: Sequence[float], baseline: Sequence[float],
+                      confidence: float = CONFIDENCE) -> tuple[float, float, str]:
+    """Mean and sample std of the per-seed differences ``subject - baseline`` and a verdict: "ahead" ("behind")
+    when the two-sided Student-t interval of the mean difference at ``confidence`` lies above (below) zero, else
+    "level"; "one seed" with fewer than two pairs. Paired over seeds: a seed's pre-training draw and data order
+    are shared by both models, so the seed-to-seed swing common to both cancels."""
+    from scipy.stats import t
+
+    diffs = np.asarray(subject, dtype=float) - np.asarray(baseline, dtype=float)
+    n = diffs.size
+    mean = float(diffs.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, "one seed"
+    std = float(diffs.std(ddof=1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    verdict = "ahead" if mean - half > 0 else "behind" if mean + half < 0 else "level"
+    return mean, std, verdict
+
+
+def _seed_values(rows: pd.DataFrame, model: str, task: str, metric: str, variant: str) -> dict[int, float]:
+    sel = rows[(rows.model == model) & (rows.task == task) & (rows.metric == metric) & (rows.variant == variant)
+               & (rows.status == "ok")]
+    return {int(seed): float(value) for seed, value in zip(sel.seed, sel.value, strict=True)}
+
+
+def comparison_table(rows: pd.DataFrame, summary: pd.DataFrame, subject: str = SUBJECT) -> Table | None:
+    """The subject against each baseline per task (headline metric): the mean over seeds of the paired
+    difference, its std, and whether it is ahead, level or behind (:func:`paired_difference`) — at equal budget
+    (the default variant) and at each baseline's published operating point (``published_*`` variants) against
+    the subject's default. None without the subject or a baseline on a shared task."""
+    default = rows[rows.variant == ""]
+    if subject not in set(default.model):
+        return None
+    headline = headlines(summary.task)
+    points = [(m, "") for m in _model_order(default.model) if m not in (subject, CHANCE)]
+    points += sorted({(m, v) for m, v in zip(rows.model, rows.variant, strict=True)
+                      if v.startswith(PUBLISHED_PREFIX) and m != subject})
+    columns: dict[str, list[str]] = {"task": []}
+    labels = [f"{m} @{v}" if v else m for m, v in points]
+    for label in labels:
+        columns[label] = []
+    numbers: list[dict] = []
+    for task, metric in headline.items():
+        mine = _seed_values(rows, subject, task, metric, "")
+        if not mine:
+            continue
+        floor = _chance_floor(summary, task, metric, "")
+        cells = []
+        for (model, variant), label in zip(points, labels, strict=True):
+            theirs = _seed_values(rows, model, task, metric, variant)
+            seeds = sorted(set(mine) & set(theirs))
+            if not seeds:
+                cells.append(NOT_APPLICABLE if ((rows.model == model) & (rows.task == task)
+                                                & (rows.variant == variant)).any() else MISSING)
+                continue
+            a, b = [mine[s] for s in seeds], [theirs[s] for s in seeds]
+            mean, std, verdict = paired_difference(a, b)
+            if floor is not None and max(np.mean(a), np.mean(b)) <= floor.mean:
+                verdict = "both at chance"
+            decimals = _decimals([mean, *a, *b])
+            cell = format_cell(mean, std, len(seeds), decimals)
+            cells.append(f"{'+' if mean > 0 else ''}{cell} {verdict}")
+            numbers.append({"column": label, "model": model, "task": task, "variant": variant, "metric": metric,
+                            "mean": mean, "std": std, "n": len(seeds), "seeds": ",".join(map(str, seeds)),
+                            "status": "ok", "reason": verdict})
+        if any(c not in (MISSING, NOT_APPLICABLE) for c in cells):
+            columns["task"].append(f"{task} {metric}")
+            for label, cell in zip(labels, cells, strict=True):
+                columns[label].append(cell)
+    if not columns["task"]:
+        return None
+    notes = [f"Cells: {subject} minus the baseline, mean {PLUS_MINUS} sample std over the seeds both ran (paired "
+             f"by seed), then the verdict: ahead/behind when the two-sided {CONFIDENCE:.0%} Student-t interval of "
+             f"the mean difference excludes zero, else level; 'both at chance' when neither mean is above "
+             f"{CHANCE_FLOOR}; 'one seed' when no spread can be measured.",
+             f"'@{PUBLISHED_PREFIX}*' columns: the baseline at its own published operating point against {subject} "
+             "at its default (docs/experiments/operating_points.md); the other columns at equal budget."]
+    return Table("comparison", f"{subject} against each baseline (paired over seeds)", pd.DataFrame(columns), notes,
+                 _numbers(numbers))
+
+
 def _caption_tokenizer_note(summary: pd.DataFrame) -> list[str]:
     """CIDEr is comparable with published figures only when coco-caption's Java PTB tokenizer ran
     (``cider_java_ptb`` = 1, see harness/metrics/caption.py)."""
@@ -845,7 +932,7 @@ def tables_from_rows(rows: pd.DataFrame, paper: PaperReference | None = None) ->
     """``build_tables`` over rows already loaded (``write_tables`` also needs them for the keep-ratio plots)."""
     summary = summarize(rows)
     tables = [main_table(summary, rows, paper)]
-    for table in (efficiency_table(summary, rows), task_cost_table(summary, rows)):
+    for table in (comparison_table(rows, summary), efficiency_table(summary, rows), task_cost_table(summary, rows)):
         if table is not None:
             tables.append(table)
     tables += ablation_tables(rows)

@@ -122,7 +122,7 @@ def test_a_job_that_did_not_apply_makes_every_metric_of_its_task_na(store):
 
 def test_ablation_and_efficiency_tables(store):
     all_tables = {t.name: t for t in tables.build_tables(store)[0]}
-    assert set(all_tables) == {"main", "efficiency", "ablation_keep", "ablation_pta"}
+    assert set(all_tables) == {"main", "comparison", "efficiency", "ablation_keep", "ablation_pta"}
     keep = all_tables["ablation_keep"].frame
     assert list(keep.columns) == ["model", "metric", "default", "keep0.3", "keep0.5", "keep0.7"]
     retrieval = keep[keep.metric == "retrieval r_mean"].iloc[0]
@@ -178,7 +178,7 @@ def test_one_format_and_a_chosen_plot(store, tmp_path):
     out = tmp_path / "t"
     assert main(["table", "--results", str(store), "--out", str(out), "--format", "csv",
                  "--plot", "retrieval:r_mean"]) == 0
-    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * 5 + [".png"] * 2
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * 6 + [".png"] * 2
 
 
 def test_summary_csv_is_tidy_and_numeric(store, tmp_path):
@@ -321,3 +321,48 @@ def test_main_table_names_the_path_of_each_speedup(store):
     assert list(costs.columns) == ["model", "task", "phase", "GMACs fwd", "samples/s", "speedup (time)"]
     assert costs.loc[costs.model == "copa", "speedup (time)"].item() == "1.25"
     assert "efficiency" in built and "GMACs" in built["efficiency"].frame.columns  # the pair table stays
+
+
+@pytest.mark.parametrize("subject, baseline", [
+    ([70.0, 71.75, 69.5], [71.25, 70.5, 72.125]),
+    ([70.0, 71.75, 69.5], [60.0, 61.0, 59.5]),
+    ([0.61, 0.66, 0.58], [0.64, 0.70, 0.62]),
+    ([1.0, 2.0, 3.0, 4.0], [0.9, 2.1, 2.8, 4.3]),
+])
+def test_the_paired_verdict_is_a_paired_t_test(subject, baseline):
+    from scipy.stats import ttest_rel
+
+    mean, std, verdict = tables.paired_difference(subject, baseline)
+    diffs = np.subtract(subject, baseline)
+    assert (mean, std) == pytest.approx((diffs.mean(), diffs.std(ddof=1)))
+    test = ttest_rel(subject, baseline)  # the interval excludes zero exactly when the two-sided p is below 5%
+    assert verdict == ("level" if test.pvalue >= 0.05 else "ahead" if mean > 0 else "behind")
+
+
+def test_the_comparison_table_pairs_seeds_and_reads_published_points(tmp_path):
+    copa, albef, evit = [0.70, 0.72, 0.69], [0.60, 0.63, 0.58], [0.705, 0.715, 0.70]
+    rows = []
+    for seed in range(3):
+        rows += [row(model="copa", task="retrieval", metric="r_mean", value=copa[seed], seed=seed),
+                 row(model="albef", task="retrieval", metric="r_mean", value=albef[seed], seed=seed),
+                 row(model="evit", task="retrieval", metric="r_mean", value=evit[seed], seed=seed),
+                 row(model="evit", task="retrieval", metric="r_mean", value=albef[seed] - 0.1, seed=seed,
+                     variant="published_evit"),
+                 row(model="copa", task="vqa", metric="vqa_acc", value=41.0 + seed, seed=seed),
+                 row(model="albef", task="vqa", metric="vqa_acc", value=42.0 + seed, seed=seed)]
+    rows += [row(model="chance", task="vqa", metric="vqa_acc", value=41.5),
+             row(model="chance", task="vqa", metric="vqa_acc_se", value=1.0),
+             row(model="evit", task="vqa", metric="vqa_acc", value=45.0, seed=0)]  # one shared seed
+    append_rows(tmp_path / "store", rows)
+    table = {t.name: t for t in tables.build_tables(tmp_path / "store")[0]}["comparison"]
+    frame = table.frame.set_index("task")
+    assert list(frame.columns) == ["albef", "evit", "evit @published_evit"]
+    assert frame.loc["retrieval r_mean", "albef"] == "+0.100 ± 0.010 ahead"
+    assert frame.loc["retrieval r_mean", "evit"].endswith(" level")
+    assert frame.loc["retrieval r_mean", "evit @published_evit"].endswith(" ahead")
+    assert frame.loc["vqa vqa_acc", "albef"].endswith(" both at chance")  # 43 and 42 are under 41.5 + 3 x 1.0
+    assert frame.loc["vqa vqa_acc", "evit"] == "-4.0 one seed"
+    assert frame.loc["vqa vqa_acc", "evit @published_evit"] == tables.MISSING
+    numbers = table.numbers.set_index(["column", "task"])
+    assert numbers.loc[("albef", "retrieval"), "mean"] == pytest.approx(np.mean(np.subtract(copa, albef)))
+    assert numbers.loc[("albef", "retrieval"), "seeds"] == "0,1,2"
