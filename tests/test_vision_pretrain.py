@@ -90,6 +90,7 @@ def test_vision_init_learns_from_the_box_free_pool(tiny_benchmark, tmp_path, mon
     """The ViT initialisation reads class labels of the vision pool only: no instances file, no caption image, no
     box; one class per image (softmax), [CLS] and average heads. Its work dir is named by its job hash, under
     $COPA_BENCH_CACHE when set, so two datasets or recipes never share one."""
+    monkeypatch.delenv(runner.CACHE_ENV, raising=False)
     cfg = build_vision_config("tiny", tiny_benchmark, max_iters=1)
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         assert loader.dataset.type == "ImageClassDataset" and loader.dataset.ann_file == "vision_pool/classes.json"
