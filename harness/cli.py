@@ -54,8 +54,8 @@ def _check_out_dir(path: str | None, flag: str, file: bool = False) -> None:
 
 
 def _check_in_file(path: str | None, flag: str, data_config=None) -> None:
-    """An input file that exists, checked before the benchmark is generated (``build_config`` would check it only
-    afterwards). With a data config nothing is generated and its own files are checked first (build_config)."""
+    """An input file that exists, checked before ``prepare`` generates the benchmark (``build_config`` would check
+    it only afterwards). With a data config nothing is generated and its own files are checked first (build_config)."""
     from pathlib import Path
 
     if path is None or data_config is not None:
@@ -134,15 +134,17 @@ def _join(launcher: str, device=None) -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from harness.runner import apply_options, build_config, check_seed, parse_options, train
+    from harness.runner import apply_options, build_config, check_seed, parse_options, prepare, train
 
     check_seed(args.seed)
     parse_options(args.cfg_options)  # a malformed option fails before any data or vision job is made
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     data_config = _data_config(args)
-    _check_in_file(args.checkpoint, "--checkpoint", data_config)  # --vision-init: build_config, before the data
+    _check_in_file(args.checkpoint, "--checkpoint", data_config)  # --vision-init: prepare, before the data
     main_process = _join(args.launcher, device)
+    prepare(args.model, args.task, scale=args.scale, data=args.data, seed=args.seed, vision_init=args.vision_init,
+            device=device, precision=precision, data_config=data_config)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, resume=args.resume, max_iters=args.max_iters, checkpoint=args.checkpoint,
                        vision_init=args.vision_init, device=device, precision=precision, data_config=data_config,
@@ -160,7 +162,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from harness.runner import apply_options, build_config, check_seed, parse_options, test
+    from harness.runner import apply_options, build_config, check_seed, parse_options, prepare, test
 
     check_seed(args.seed)
     parse_options(args.cfg_options)
@@ -169,6 +171,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
     data_config = _data_config(args)
     _check_in_file(args.checkpoint, "--checkpoint", data_config)  # before the benchmark is generated
     main_process = _join(args.launcher, device)
+    prepare(args.model, args.task, scale=args.scale, data=args.data, seed=args.seed, device=device,
+            precision=precision, data_config=data_config)
     cfg = build_config(args.model, args.task, scale=args.scale, data=args.data, work_dir=args.work_dir,
                        seed=args.seed, checkpoint=args.checkpoint, testing=True, device=device, precision=precision,
                        data_config=data_config, tokenizer=args.tokenizer, options=args.cfg_options)

@@ -73,6 +73,23 @@ def checked_manifest(root: str | os.PathLike) -> dict:
     return manifest
 
 
+def benchmark_root(data: str | os.PathLike | None) -> Path:
+    """The data root a job reads, without making it: the given one (a complete benchmark) or the default
+    ``data/tiny``, which :func:`prepare` generates (``copa-bench train``, ``test`` and ``run`` call it)."""
+    from harness.data.benchmark import GENERATOR_VERSION
+
+    if data is not None:
+        checked_manifest(data)
+        return Path(data)
+    if not (DEFAULT_DATA / "MANIFEST.json").is_file():
+        raise InputError(DEFAULT_DATA, None, "no benchmark here: run 'copa-bench data make --out data/tiny' "
+                         "(train, test and run make it themselves)")
+    if checked_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION:
+        raise InputError(DEFAULT_DATA / "MANIFEST.json", "generator_version", "an older generator wrote this "
+                         "benchmark: regenerate it (train, test and run do so themselves)")
+    return DEFAULT_DATA
+
+
 def ensure_benchmark(data: str | os.PathLike | None) -> Path:
     """The data root to use: the given one (which must be a complete benchmark) or the default
     ``data/tiny``, generated on first use and again when an older generator version wrote it."""
@@ -142,19 +159,9 @@ def build_config(
     the caller applies all of them to the result with :func:`apply_options`, which checks every component.
     """
     from harness.data.tokenizer import load_tokenizer
-    from harness.device import check_precision, resolve_device
-    from zoo import METHODS, SCALES, model_config
+    from zoo import model_config
 
-    if model not in METHODS:
-        raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
-    if scale not in SCALES:
-        raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
-    check_seed(seed)
-    task_config_path(task)
-    if vision_init not in (None, "auto", "none") and not Path(vision_init).is_file():
-        raise InputError(vision_init, "--vision-init", "no such file (give a timm ViT checkpoint, 'none' or 'auto')")
-    device = resolve_device(device)
-    check_precision(precision, device)
+    device = check_job_arguments(model, task, scale, seed, vision_init, device, precision)
     if data_config is not None:
         from harness.data.layouts import DataConfig, apply_data_config, load_data_config
 
@@ -171,7 +178,7 @@ def build_config(
     if settings:
         cfg.merge_from_dict(settings)
     if data_config is None:
-        root = ensure_benchmark(data)
+        root = benchmark_root(data)
         tokenizer_dir = Path(tokenizer) if tokenizer is not None else root / "tokenizer"
     else:  # every file checked here, before a vision or pre-training job is looked for
         apply_data_config(cfg, task, data_config, testing)
@@ -188,7 +195,7 @@ def build_config(
         if vision_init not in (None, "auto"):
             overrides["vision_pretrained"] = str(vision_init)
         elif scale == "tiny":
-            path, vision_job = ensure_vision_init(scale, data, seed, device, precision)
+            path, vision_job = vision_init_file(scale, data, seed, device, precision)
             overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
@@ -225,6 +232,25 @@ def build_config(
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds
+
+
+def check_job_arguments(model: str, task: str, scale: str, seed: int, vision_init: str | None, device: str | None,
+                        precision: str):
+    """The job's arguments checked before anything is read, generated or trained; the resolved device."""
+    from harness.device import check_precision, resolve_device
+    from zoo import METHODS, SCALES
+
+    if model not in METHODS:
+        raise InputError(None, "--model", f"unknown model {model!r} (choose from {', '.join(METHODS)})")
+    if scale not in SCALES:
+        raise InputError(None, "--scale", f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
+    check_seed(seed)
+    task_config_path(task)
+    if vision_init not in (None, "auto", "none") and not Path(vision_init).is_file():
+        raise InputError(vision_init, "--vision-init", "no such file (give a timm ViT checkpoint, 'none' or 'auto')")
+    device = resolve_device(device)
+    check_precision(precision, device)
+    return device
 
 
 def check_seed(seed, flag: str = "--seed", path: str | os.PathLike | None = None) -> int:
@@ -498,7 +524,7 @@ def build_vision_config(scale: str = "tiny", data: str | os.PathLike | None = No
     device = resolve_device(device)
     check_precision(precision, device)
     cfg = load_task_config("vision_pretrain")
-    root = ensure_benchmark(data)
+    root = benchmark_root(data)
     vision = dict(SCALES[scale]["vision"])
     pool = cfg.train_dataloader.dataset
     single_label = bool(pool.get("single_label", False))
@@ -524,22 +550,58 @@ def vision_init_dir(scale: str, seed: int, digest: str, device="cpu", precision:
     return root / "vision_pretrain" / f"vit_{scale}_seed{seed}{run_suffix(device, precision)}_{digest[:12]}"
 
 
-def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, device: str | None = None,
-                       precision: str = "fp32") -> tuple[Path, str]:
-    """The ViT initialisation of the pre-training task: the vision pre-training job's exported encoder and
-    that job's digest, made on the pre-training's device and in its precision. The job runs first when its
-    work dir holds no finished run of this very config, so an encoder made by an older vision config or other
-    data is never taken for the current one."""
+def _vision_job(scale: str, data, seed: int, device, precision: str):
     from harness.tasks.vision_pretrain import ENCODER_FILE
 
     cfg = build_vision_config(scale, data, seed=seed, device=device, precision=precision)
     digest = job_digest(cfg)
     path = Path(cfg.work_dir) / ENCODER_FILE
-    if not (path.is_file() and finished_job(cfg.work_dir, digest)):
+    return cfg, digest, path, path.is_file() and bool(finished_job(cfg.work_dir, digest))
+
+
+def vision_init_file(scale: str, data: str | os.PathLike | None, seed: int, device: str | None = None,
+                     precision: str = "fp32") -> tuple[Path, str]:
+    """The ViT initialisation a tiny pre-training starts from (``vision_init='auto'``): the vision pre-training
+    job's exported encoder and that job's digest, which :func:`prepare` makes. Only a finished run of this very
+    config counts, so an encoder made by an older vision config or other data is never taken for the current one."""
+    _, digest, path, made = _vision_job(scale, data, seed, device, precision)
+    if not made:
+        raise InputError(path, None, "no ViT initialisation of this config yet: make it first (train, test and "
+                         "run do: harness.runner.prepare), or give --vision-init FILE or none")
+    return path, digest
+
+
+def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, device: str | None = None,
+                       precision: str = "fp32") -> tuple[Path, str]:
+    """:func:`vision_init_file`, made first (on the pre-training's device, in its precision) when missing."""
+    cfg, digest, path, made = _vision_job(scale, data, seed, device, precision)
+    if not made:
         print(f"no vision initialisation of this config yet: pre-training the {scale} ViT on the vision pool's "
               f"class labels into {path.parent}", file=sys.stderr)
         train(cfg)
     return path, digest
+
+
+def needs_vision_init(task: str, scale: str, vision_init: str | None,
+                      model_overrides: Mapping[str, Any] | None = None) -> bool:
+    """Whether a job starts from the shared tiny ViT initialisation, which :func:`prepare` makes."""
+    return (scale == "tiny" and vision_init in (None, "auto") and "vision_pretrained" not in (model_overrides or {})
+            and bool(load_task_config(task).get("vision_init")))
+
+
+def prepare(model: str, task: str, scale: str = "tiny", data: str | os.PathLike | None = None, seed: int = 0,
+            vision_init: str | None = "auto", device: str | None = None, precision: str = "fp32",
+            model_overrides: Mapping[str, Any] | None = None, data_config=None) -> None:
+    """What a job needs on disk before :func:`build_config`, which only reads, can build it; each step announced
+    as it starts: the default benchmark generated (``data/tiny``, when no ``--data`` is given) and, for a tiny
+    pre-training from ``vision_init='auto'``, the shared ViT initialisation trained (about 10 minutes on 2 cores,
+    once per data and recipe). The arguments are checked first."""
+    device = check_job_arguments(model, task, scale, seed, vision_init, device, precision)
+    if data_config is not None:  # a real dataset is read as it is; 'auto' is refused with it by build_config
+        return
+    ensure_benchmark(data)
+    if needs_vision_init(task, scale, vision_init, model_overrides):
+        ensure_vision_init(scale, data, seed, device, precision)
 
 
 def _register_everything() -> None:

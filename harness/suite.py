@@ -285,6 +285,7 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
     jobs = plan(suite, seeds, variants, models, tasks)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
+    _make_vision_inits(suite, jobs, one_thread=workers > 1)
     outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
     for finished, (number, outcome) in enumerate(outcomes, start=1):
         counts[outcome.status] += 1
@@ -361,25 +362,24 @@ def _serial(context: _Context, suite, jobs: list[Job]):
         yield number, _execute(context, suite, job, pretrained)
 
 
-def _make_vision_inits(suite, jobs: list[Job], work_root: Path) -> None:
-    """Make the shared ViT initialisation of each seed that lacks one, here, once, rather than by two workers at
-    the same time in the same work dir; at one torch thread like the workers' jobs, since the thread count
-    changes its weights (by ~3e-6 after 20 iterations at two threads), which pre-training's patch choices then
-    amplify, and the job hash does not record it."""
+def _make_vision_inits(suite, jobs: list[Job], one_thread: bool) -> None:
+    """Make the shared ViT initialisation of each seed that lacks one, here, once, before any job (whose config
+    only reads it), rather than by two workers at the same time in the same work dir. With workers, at one torch
+    thread like their jobs, since the thread count changes its weights (by ~3e-6 after 20 iterations at two
+    threads), which pre-training's patch choices then amplify, and the job hash does not record it."""
     import torch
 
+    from harness import runner
+
+    wanted = sorted({job.seed for job in jobs if job.kind == "pretrain" and runner.needs_vision_init(
+        "pretrain", suite.get("scale", "tiny"), suite.get("vision_init", "auto"), job.config.get("model"))})
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if one_thread:
+        torch.set_num_threads(1)
     try:
-        for seed in sorted({job.seed for job in jobs if job.kind == "pretrain"}):
-            # building a pre-training config makes the ViT initialisation of its seed when it is missing
-            first = next(job for job in jobs if job.kind == "pretrain" and job.seed == seed)
-            try:
-                _job_cfg(suite, first, None, False, work_root)
-            except InputError:
-                raise
-            except Exception:  # its worker meets it again and reports it as that job's failure
-                pass
+        for seed in wanted:
+            runner.ensure_vision_init(suite.get("scale", "tiny"), suite.get("data"), seed, suite.get("device"),
+                                      suite.get("precision", "fp32"))
     finally:
         torch.set_num_threads(threads)
 
@@ -391,7 +391,6 @@ def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    _make_vision_inits(suite, jobs, context.work_root)
     ready: list[int] = []
     after: dict[tuple, list[int]] = {}  # a pre-training's (model, variant, seed) -> the numbers of its tasks
     for number, job in enumerate(jobs, 1):

@@ -214,3 +214,41 @@ def test_exported_encoder_initialises_every_model(tiny_benchmark, tmp_path, monk
         model = build_model(name, "tiny", vision_pretrained=str(path), **TOKENS)
         for key, value in itertools.islice(state.items(), 0, None, 7):
             torch.testing.assert_close(model.vision.state_dict()[key], value)
+
+
+def test_building_a_config_makes_nothing_and_prepare_makes_what_it_needs(tiny_benchmark, tmp_path, monkeypatch,
+                                                                           capsys):
+    """build_config only reads: with no default benchmark, or no ViT initialisation for this config, it names what
+    is missing and writes nothing. prepare checks the arguments before doing anything, then says what it makes
+    and makes it (a stand-in training here); the same build_config then starts pre-training from it."""
+    import json
+
+    from harness.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(runner.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(InputError, match=r"^data/tiny: no benchmark here"):
+        build_config("copa", "vqa")
+    with pytest.raises(InputError, match="no ViT initialisation of this config yet"):
+        build_config("copa", "pretrain", data=tiny_benchmark)
+    with pytest.raises(InputError, match="--model: unknown model"):
+        runner.prepare("nosuch", "pretrain", data=tiny_benchmark)
+    assert list(tmp_path.iterdir()) == []
+
+    made = []
+
+    def stand_in(cfg):
+        made.append(cfg.work_dir)
+        Path(cfg.work_dir).mkdir(parents=True)
+        (Path(cfg.work_dir) / ENCODER_FILE).write_bytes(b"")
+        (Path(cfg.work_dir) / "last_checkpoint").write_text("iter_1.pth")
+        (Path(cfg.work_dir) / runner.JOB_FILE).write_text(json.dumps(dict(job_hash=runner.job_digest(cfg))))
+
+    monkeypatch.setattr(runner, "train", stand_in)
+    runner.prepare("copa", "vqa", data=tiny_benchmark)  # fine-tuning starts from a checkpoint, not the ViT
+    assert made == []
+    runner.prepare("copa", "pretrain", data=tiny_benchmark)
+    runner.prepare("albef", "pretrain", data=tiny_benchmark)  # one initialisation for every model
+    assert len(made) == 1 and "pre-training the tiny ViT" in capsys.readouterr().err
+    cfg = build_config("copa", "pretrain", data=tiny_benchmark)
+    assert cfg.model.vision_pretrained == str(Path(made[0]) / ENCODER_FILE)
