@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from copa.registry import MODELS
 from harness.data.collate import cached_tokenizer
@@ -27,41 +28,25 @@ from harness.tasks.base import TaskModel
 def xywh_to_cxcywh(boxes: Tensor, sizes: Tensor) -> Tensor:
     """COCO ``[x, y, w, h]`` pixel boxes ``(B, 4)`` in images of ``sizes`` ``(B, 2)`` = (height, width)
     → normalised ``[cx, cy, w, h]`` in [0, 1]."""
-    h, w = sizes[:, 0].to(boxes.dtype), sizes[:, 1].to(boxes.dtype)
-    x, y, bw, bh = boxes.unbind(-1)
-    return torch.stack([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h], dim=-1)
+    return box_convert(boxes, "xywh", "cxcywh") / _pixels(sizes, boxes.dtype)
 
 
 def cxcywh_to_xywh(boxes: Tensor, sizes: Tensor) -> Tensor:
     """Normalised ``[cx, cy, w, h]`` → COCO ``[x, y, w, h]`` pixels of images of ``sizes`` (height, width)."""
-    h, w = sizes[:, 0].to(boxes.dtype), sizes[:, 1].to(boxes.dtype)
-    cx, cy, bw, bh = boxes.unbind(-1)
-    return torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], dim=-1)
+    return box_convert(boxes * _pixels(sizes, boxes.dtype), "cxcywh", "xywh")
 
 
-def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-
-
-def generalized_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
-    """Elementwise generalised IoU of ``[x1, y1, x2, y2]`` boxes ``(..., 4)``: IoU minus the share of the
-    smallest enclosing box that neither box covers (Rezatofighi et al. 2019); in [-1, 1]."""
-    area_a = (a[..., 2] - a[..., 0]).clamp_min(0) * (a[..., 3] - a[..., 1]).clamp_min(0)
-    area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
-    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp_min(0).prod(dim=-1)
-    union = area_a + area_b - inter
-    iou = inter / (union + eps)
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp_min(0).prod(dim=-1)
-    return iou - (hull - union) / (hull + eps)
+def _pixels(sizes: Tensor, dtype: torch.dtype) -> Tensor:
+    h, w = sizes[:, 0].to(dtype), sizes[:, 1].to(dtype)
+    return torch.stack([w, h, w, h], dim=-1)
 
 
 def box_losses(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     """DETR's box terms between normalised ``[cx, cy, w, h]`` boxes ``(B, 4)``: L1 (summed over the four
-    coordinates) and 1 - GIoU, each averaged over the batch."""
+    coordinates) and 1 - generalised IoU (Rezatofighi et al. 2019), each averaged over the batch."""
     return {"loss_l1": (pred - target).abs().sum(dim=-1).mean(),
-            "loss_giou": (1 - generalized_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))).mean()}
+            "loss_giou": generalized_box_iou_loss(box_convert(pred, "cxcywh", "xyxy"),
+                                                  box_convert(target, "cxcywh", "xyxy"), reduction="mean")}
 
 
 @FUNCTIONS.register_module()
