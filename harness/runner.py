@@ -295,6 +295,19 @@ def _slow_pretrained_vision(cfg, lr_mult: float) -> None:
 
 
 OPTION_FORBIDDEN = ("default_scope", "_scope_", "custom_imports", "_base_", "_delete_")
+HARNESS_SETTINGS = ("pretrained_vision_lr_mult",)
+"""Top-level keys of a task config that the harness reads when it builds a job (so ``--cfg-options`` can set them);
+the config's other top-level names (``max_iters``, ``batch_size``, ``pipeline``) are variables it derives fields
+from when the file is read, and setting them afterwards would change nothing."""
+
+
+def settable_top_level_keys() -> set[str]:
+    """What a dotless ``--cfg-options`` key may name: a field the mmengine Runner reads or a harness setting."""
+    import inspect
+
+    from mmengine.runner import Runner
+
+    return (set(inspect.signature(Runner.__init__).parameters) - {"self", "cfg"}) | set(HARNESS_SETTINGS)
 """Keys no ``--cfg-options`` (or suite ``options``) may set: they choose which modules mmengine imports."""
 BUILD_KEYS = ("type", "constructor")
 """Config keys whose string value mmengine resolves to a class or function (a dotted path imports anything)."""
@@ -321,6 +334,10 @@ def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike 
         refused = [p for p in parts if p in OPTION_FORBIDDEN]
         if refused:
             raise InputError(path, flag, f"{key!r}: {refused[0]!r} cannot be set from outside the config files")
+        if len(parts) == 1 and key not in settable_top_level_keys():
+            raise InputError(path, flag, f"{key!r} is not a field of the job config but a variable its task config "
+                             "derives fields from when the file is read, so setting it would change nothing: set "
+                             "the fields (e.g. train_cfg.max_iters=N, train_dataloader.batch_size=N)")
         try:
             value = DictAction._parse_iterable(raw)
         except Exception as e:  # mmengine asserts on unbalanced brackets; deep nesting is a RecursionError

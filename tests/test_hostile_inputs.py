@@ -320,6 +320,12 @@ def _(tmp, bench, ckpt):
             "--max-iters", "1", "--cfg-options", "train_dataloader.batch_size=0"], ["--cfg-options", "batch_size"]
 
 
+@case("cfg-options-config-variable")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "max_iters=5"], ["--cfg-options", "'max_iters'", "train_cfg.max_iters"]
+
+
 @case("negative-seed")
 def _(tmp, bench, ckpt):
     return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
