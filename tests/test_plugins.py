@@ -4,6 +4,7 @@ through the CLI to a table without any edit to copa-bench (docs/extending.md).""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -116,7 +117,8 @@ def test_plugin_by_name_only(clean_registries):
 def test_plugin_reducer_model_task_and_metric_run_through_a_suite_to_a_table(tiny_benchmark, tmp_path, write_suite,
                                                                                clean_registries, capsys):
     """tests/plugin_example, loaded with --plugin, through run (one pre-training iteration, then its test-only
-    task; the pre-training trains the plugin's reducer), table, test and list, as docs/extending.md shows."""
+    task; the pre-training trains the plugin's reducer), table, test, train, profile and list, as
+    docs/extending.md shows."""
     suite = write_suite(tmp_path / "plug.py", tiny_benchmark, ["normtop", "albef"], ["patch_top1"],
                         max_iters=dict(pretrain=1), eval_limit=dict(pretrain=8, patch_top1=8))
     store, work = tmp_path / "store", tmp_path / "work"
@@ -139,5 +141,13 @@ def test_plugin_reducer_model_task_and_metric_run_through_a_suite_to_a_table(tin
                  "--data", str(tiny_benchmark), "--work-dir", str(tmp_path / "test"), "--device", "cpu",
                  "--cfg-options", "test_dataloader.dataset.indices=8"]) == 0
     assert "top1_hit" in capsys.readouterr().out
+    # its model through train and profile too (the plugin's reducer trains and reports its own MACs)
+    assert main([*plugin, "train", "--model", "normtop", "--task", "pretrain", "--data", str(tiny_benchmark),
+                 "--vision-init", "none", "--max-iters", "1", "--work-dir", str(tmp_path / "train"), "--device", "cpu",
+                 "--cfg-options", "train_dataloader.batch_size=4", "val_dataloader.dataset.indices=8"]) == 0
+    assert "val/patch_auc" in capsys.readouterr().out
+    assert main([*plugin, "profile", "--scale", "tiny", "--models", "normtop,albef", "--tasks", "pair", "--batch", "2",
+                 "--repeats", "1", "--device", "cpu"]) == 0
+    assert re.search(r"^\| normtop \| 64 \|", capsys.readouterr().out, flags=re.M)
     assert main([*plugin, "list", "tasks"]) == 0 and "patch_top1" in capsys.readouterr().out
     assert main([*plugin, "list", "models"]) == 0 and "NormReducer" in capsys.readouterr().out
