@@ -295,6 +295,9 @@ def _slow_pretrained_vision(cfg, lr_mult: float) -> None:
 
 
 OPTION_FORBIDDEN = ("default_scope", "_scope_", "custom_imports", "_base_", "_delete_")
+"""Keys no ``--cfg-options`` (or suite ``options``) may set: they choose which modules mmengine imports."""
+BUILD_KEYS = ("type", "constructor")
+"""Config keys whose string value mmengine resolves to a class or function (a dotted path imports anything)."""
 HARNESS_SETTINGS = ("pretrained_vision_lr_mult",)
 """Top-level keys of a task config that the harness reads when it builds a job (so ``--cfg-options`` can set them);
 the config's other top-level names (``max_iters``, ``batch_size``, ``pipeline``) are variables it derives fields
@@ -308,9 +311,6 @@ def settable_top_level_keys() -> set[str]:
     from mmengine.runner import Runner
 
     return (set(inspect.signature(Runner.__init__).parameters) - {"self", "cfg"}) | set(HARNESS_SETTINGS)
-"""Keys no ``--cfg-options`` (or suite ``options``) may set: they choose which modules mmengine imports."""
-BUILD_KEYS = ("type", "constructor")
-"""Config keys whose string value mmengine resolves to a class or function (a dotted path imports anything)."""
 
 
 def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike | None = None) -> list[tuple]:
