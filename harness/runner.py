@@ -73,39 +73,44 @@ def checked_manifest(root: str | os.PathLike) -> dict:
     return manifest
 
 
+def _default_data_state() -> str | None:
+    """What ``data/tiny`` needs: ``"missing"``, ``"old"`` (an older generator wrote it) or None (current)."""
+    from harness.data.benchmark import GENERATOR_VERSION
+
+    if not (DEFAULT_DATA / "MANIFEST.json").is_file():
+        return "missing"
+    return "old" if checked_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION else None
+
+
 def benchmark_root(data: str | os.PathLike | None) -> Path:
     """The data root a job reads, without making it: the given one (a complete benchmark) or the default
     ``data/tiny``, which :func:`prepare` generates (``copa-bench train``, ``test`` and ``run`` call it)."""
-    from harness.data.benchmark import GENERATOR_VERSION
-
     if data is not None:
         checked_manifest(data)
         return Path(data)
-    if not (DEFAULT_DATA / "MANIFEST.json").is_file():
+    state = _default_data_state()
+    if state == "missing":
         raise InputError(DEFAULT_DATA, None, "no benchmark here: run 'copa-bench data make --out data/tiny' "
                          "(train, test and run make it themselves)")
-    if checked_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION:
+    if state == "old":
         raise InputError(DEFAULT_DATA / "MANIFEST.json", "generator_version", "an older generator wrote this "
                          "benchmark: regenerate it (train, test and run do so themselves)")
     return DEFAULT_DATA
 
 
 def ensure_benchmark(data: str | os.PathLike | None) -> Path:
-    """The data root to use: the given one (which must be a complete benchmark) or the default
-    ``data/tiny``, generated on first use and again when an older generator version wrote it."""
+    """:func:`benchmark_root`, with the default ``data/tiny`` generated first when missing and again when an older
+    generator version wrote it (a ``--data`` directory never changes)."""
     from harness import distributed
-    from harness.data.benchmark import GENERATOR_VERSION, make_benchmark
+    from harness.data.benchmark import make_benchmark
 
     if data is not None:
-        checked_manifest(data)
-        return Path(data)
-    if distributed.rank() == 0:
-        made = (DEFAULT_DATA / "MANIFEST.json").is_file()
-        old = made and checked_manifest(DEFAULT_DATA).get("generator_version") != GENERATOR_VERSION
-        if not made or old:  # copa-bench's own default dataset follows the generator; a --data one never changes
-            what = "an older generator wrote it: regenerating" if old else "no --data given: generating"
-            print(f"{what} the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
-            make_benchmark(DEFAULT_DATA, preset="tiny", seed=0, force=old)
+        return benchmark_root(data)
+    state = _default_data_state() if distributed.rank() == 0 else None
+    if state:
+        what = "an older generator wrote it: regenerating" if state == "old" else "no --data given: generating"
+        print(f"{what} the tiny benchmark into {DEFAULT_DATA}", file=sys.stderr)
+        make_benchmark(DEFAULT_DATA, preset="tiny", seed=0, force=state == "old")
     distributed.barrier()  # the other processes wait for rank 0's data
     return DEFAULT_DATA
 
@@ -191,12 +196,11 @@ def build_config(
                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
     overrides = {**token_ids, **dict(model_overrides or {})}
     vision_job = None
-    if cfg.get("vision_init") and "vision_pretrained" not in overrides and vision_init != "none":
-        if vision_init not in (None, "auto"):
-            overrides["vision_pretrained"] = str(vision_init)
-        elif scale == "tiny":
-            path, vision_job = vision_init_file(scale, data, seed, device, precision)
-            overrides["vision_pretrained"] = str(path)
+    if cfg.get("vision_init") and "vision_pretrained" not in overrides and vision_init not in (None, "auto", "none"):
+        overrides["vision_pretrained"] = str(vision_init)
+    elif needs_vision_init(cfg, scale, vision_init, overrides):
+        path, vision_job = vision_init_file(scale, data, seed, device, precision)
+        overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
     vision_is_pretrained = bool(model_cfg.get("vision_pretrained")) or "task_model" in cfg  # fine-tuning: by VLP
@@ -599,11 +603,12 @@ def ensure_vision_init(scale: str, data: str | os.PathLike | None, seed: int, de
     return path, digest
 
 
-def needs_vision_init(task: str, scale: str, vision_init: str | None,
+def needs_vision_init(task_cfg, scale: str, vision_init: str | None,
                       model_overrides: Mapping[str, Any] | None = None) -> bool:
-    """Whether a job starts from the shared tiny ViT initialisation, which :func:`prepare` makes."""
+    """Whether a job of this task config starts from the shared tiny ViT initialisation, which :func:`prepare`
+    makes."""
     return (scale == "tiny" and vision_init in (None, "auto") and "vision_pretrained" not in (model_overrides or {})
-            and bool(load_task_config(task).get("vision_init")))
+            and bool(task_cfg.get("vision_init")))
 
 
 def prepare(model: str, task: str, scale: str = "tiny", data: str | os.PathLike | None = None, seed: int = 0,
@@ -617,7 +622,7 @@ def prepare(model: str, task: str, scale: str = "tiny", data: str | os.PathLike 
     if data_config is not None:  # a real dataset is read as it is; 'auto' is refused with it by build_config
         return
     ensure_benchmark(data)
-    if needs_vision_init(task, scale, vision_init, model_overrides):
+    if needs_vision_init(load_task_config(task), scale, vision_init, model_overrides):
         ensure_vision_init(scale, data, seed, device, precision)
 
 

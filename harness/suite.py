@@ -371,8 +371,9 @@ def _make_vision_inits(suite, jobs: list[Job], one_thread: bool) -> None:
 
     from harness import runner
 
+    pretrain = runner.load_task_config("pretrain")
     wanted = sorted({job.seed for job in jobs if job.kind == "pretrain" and runner.needs_vision_init(
-        "pretrain", suite.get("scale", "tiny"), suite.get("vision_init", "auto"), job.config.get("model"))})
+        pretrain, suite.get("scale", "tiny"), suite.get("vision_init", "auto"), job.config.get("model"))})
     threads = torch.get_num_threads()
     if one_thread:
         torch.set_num_threads(1)
