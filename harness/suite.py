@@ -173,6 +173,20 @@ def _validate(cfg, path: Path) -> None:
                 raise InputError(path, f"{key}.{task}", f"must be an integer >= 1, got {_shown(value)}")
 
 
+def _check_selection(suite, seeds, variants, models, tasks) -> None:
+    """A selection names parts of the suite: one that matches none of them would run nothing (or only the
+    efficiency job) and say nothing, so it is refused before any data is made or row written."""
+    variant_specs = suite.get("variants") or {"": {}}
+    variant_models = [m for spec in variant_specs.values() for m in spec.get("models", ())]
+    suite_models = list(dict.fromkeys([*suite.models, *variant_models]))
+    for flag, chosen, allowed in (("--seeds", seeds, list(suite.seeds)), ("--variants", variants, list(variant_specs)),
+                                  ("--models", models, suite_models), ("--tasks", tasks, ["pretrain", *suite.tasks])):
+        unknown = [x for x in (chosen or ()) if x not in allowed]
+        if unknown:
+            raise InputError(None, flag, f"not {flag[2:]} of this suite: {', '.join(map(repr, unknown))} "
+                             f"(choose from {', '.join(map(repr, allowed))})")
+
+
 def plan(suite, seeds=None, variants=None, models=None, tasks=None) -> list[Job]:
     """Every job of a suite in the order it runs: per seed and variant, each model's pre-training followed by
     its tasks; the efficiency job last. ``seeds``, ``variants``, ``models`` and ``tasks`` select a part of the suite
@@ -269,6 +283,7 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
     suite = load_suite(name)
     if workers is None:
         workers = 1 if distributed.is_initialized() else suite.get("workers", 1)
+    _check_selection(suite, seeds, variants, models, tasks)
     root = ensure_benchmark(suite.get("data"))
     suite.data, suite.device, suite.precision = str(root), str(device), precision
     data_hash = checked_manifest(root)["content_sha256"]
@@ -277,11 +292,6 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
                        work_root=Path(work_root) / f"{Path(name).stem}{run_suffix(device, precision)}",
                        prov=_with_run(provenance(), device, precision), device=str(device), precision=precision,
                        plugins=loaded_plugins())
-    if tasks is not None:
-        unknown = sorted(set(tasks) - {"pretrain", *suite.tasks})
-        if unknown:
-            raise InputError(None, "--tasks", f"not tasks of this suite: {', '.join(unknown)} "
-                             f"(choose from {', '.join(suite.tasks)})")
     jobs = plan(suite, seeds, variants, models, tasks)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()

@@ -152,6 +152,18 @@ def _(tmp, bench, ckpt):
     return ["run", str(tmp / "s.py"), "--results", str(tmp / "out")], ["s.py", "max_iters.vqa"]
 
 
+@case("run-seed-not-in-suite")
+def _(tmp, bench, ckpt):
+    (tmp / "s.py").write_text(SUITE.format(data=str(bench)))
+    return ["run", str(tmp / "s.py"), "--seeds", "1", "--results", str(tmp / "out")], ["--seeds", "1", "choose from 0"]
+
+
+@case("run-model-not-in-suite")
+def _(tmp, bench, ckpt):
+    (tmp / "s.py").write_text(SUITE.format(data=str(bench)))
+    return ["run", str(tmp / "s.py"), "--models", "albef", "--results", str(tmp / "out")], ["--models", "'albef'"]
+
+
 @case("suite-config-unknown-task")
 def _(tmp, bench, ckpt):
     (tmp / "s.py").write_text(SUITE.format(data=str(bench)).replace('["vqa"]', '["vqa", "ocr"]'))
