@@ -169,7 +169,8 @@ def make_baseline(store_dir: str | os.PathLike | Sequence[str | os.PathLike] = D
             by_seed.setdefault(r["seed"], []).append(r)
         for seed, seed_rows in sorted(by_seed.items()):
             run_ids.append({"store": str(stores[i]), "seed": seed,
-                            "git_commits": sorted({r["git_commit"] for r in seed_rows})})
+                            "git_commits": sorted({r["git_commit"] for r in seed_rows}),
+                            "machines": sorted({str(r["machine"].get("cpu")) for r in seed_rows})})
             for key, result in collect(seed_rows).items():
                 runs.setdefault(key, [])
                 reasons.setdefault(key, result.reason)

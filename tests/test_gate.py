@@ -75,6 +75,7 @@ def test_baseline_holds_means_over_seeds_and_kinds(gated):
                                   "k": 3.0, "alpha": 0.01, "min_effect": 0.1}
     assert data["format"] == 2 and "max(k * std" in data["measurement"]["accuracy_rule"]
     assert [r["seed"] for r in data["measurement"]["runs"]] == [0, 1, 2]
+    assert all(r["machines"] == ["test cpu"] for r in data["measurement"]["runs"])  # which CPU made each run
     r_mean = entries[("copa", "retrieval", "", "r_mean")]
     assert r_mean["n"] == 3 and r_mean["std"] == pytest.approx(1.0)  # seeds 70, 71, 69
     assert data["suite"] == "ci" and data["provenance"]["git_commits"] == ["1" * 40]
