@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness.data.benchmark import make_benchmark
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest-xdist worker per core (`-n auto`): two threads each would make the workers wait on each other
+    torch.set_num_threads(1)
+
+_deselected = 0
+
+
+def pytest_deselected(items) -> None:
+    global _deselected
+    _deselected += len(items)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """tox's second pass is ``pytest -m serial {posargs}``: a selection with no serial test in it (``tox --
+    tests/test_metrics.py``) passes that pass; a run that collected no test at all still exits 5."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.option.markexpr == "serial" and _deselected:
+        session.exitstatus = pytest.ExitCode.OK
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import torch
 from harness.checkpoint import load_checkpoint
 from harness.results import read_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # two ranks per test: beside other tests they time out
 
 
 def copa_bench(args: list[str], processes: int = 1, cwd=None, launcher: str = "pytorch") -> str:

@@ -211,6 +211,7 @@ def test_duplicate_entries_are_refused(gated):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # real wall-clock ratios
 def test_a_real_25_percent_slowdown_of_copa_fails_the_speed_gate(tmp_path, capsys, monkeypatch):
     """Speed rows from the real profiler at tiny scale: clean, then copa's forward 25% slower, then clean again."""
     import torch
