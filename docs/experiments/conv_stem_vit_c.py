@@ -7,11 +7,10 @@ at tiny scale), then a 1x1 projection; the token grid is the linear projection's
 must import this module first; for a suite's worker processes (spawned, so they re-import) put a
 ``sitecustomize.py`` that imports it on ``PYTHONPATH``. As run::
 
-    python docs/experiments/conv_stem_vit_c.py vision WORK_DIR 1200      # the ViT initialisation, seed 0
-    python docs/experiments/conv_stem_vit_c.py probe FILE                # docs/experiments/shape_probe.py on it
+    python docs/experiments/conv_stem_vit_c.py vision WORK_DIR 1200 [DATA]   # the ViT initialisation, seed 0
+    python docs/experiments/conv_stem_vit_c.py probe [--data DATA] FILE      # docs/experiments/shape_probe.py on it
 
-The vision pre-training job is configs/tasks/vision_pretrain.py unchanged (data: ``--data`` of the probe, default
-data/tiny).
+The vision pre-training job is configs/tasks/vision_pretrain.py unchanged; DATA defaults to data/tiny.
 """
 
 from __future__ import annotations
