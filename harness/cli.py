@@ -200,8 +200,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _join(args.launcher, device)
     counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
                        variants=names(args.variants), models=names(args.models), tasks=names(args.tasks),
-                       workers=args.workers,
-                       device=device, precision=precision)
+                       workers=args.workers, device=device, precision=precision,
+                       prepare_only=args.prepare_only)
     return 1 if counts["failed"] else 0
 
 
@@ -420,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="run the jobs in this many processes, one torch "
                      "thread each (bit-reproducible), the efficiency job alone afterwards (default: the suite's "
                      "'workers', else 1)")
+    run.add_argument("--prepare-only", action="store_true", help="make what the jobs read (the benchmark, the ViT "
+                     "initialisations) and stop: no job runs, nothing goes to the store")
     _add_run_on(run)
     run.set_defaults(func=_cmd_run)
 

@@ -246,7 +246,8 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
 
 def run_suite(name: str, results_dir: str | Path | None = None, work_root: str | Path = "work_dirs/suites",
               say: Callable[[str], None] | None = None, seeds=None, variants=None, models=None, tasks=None,
-              workers: int | None = None, device: str | None = None, precision: str = "fp32") -> dict[str, int]:
+              workers: int | None = None, device: str | None = None, precision: str = "fp32",
+              prepare_only: bool = False) -> dict[str, int]:
     """Run (or resume) a suite, or the part of it that ``seeds``/``variants``/``models``/``tasks`` select; returns
     counts of jobs run, skipped and not applicable. Rows go to ``results_dir`` (default: the user's store,
     ``harness.results.user_results_dir()/store``; the committed ``results/store`` only when named). One line per
@@ -254,6 +255,9 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
 
     Every job runs on ``device`` (default: CUDA when available) in ``precision``; off the CPU or in reduced
     precision the work dirs go to ``WORK_ROOT/SUITE_cuda_bf16`` (``harness.runner.run_suffix``).
+
+    ``prepare_only`` makes what the jobs read and nothing else (the benchmark, each seed's ViT initialisation),
+    then returns: CI makes them while its tests run, which leaves a core idle for the one-thread initialisation.
 
     ``workers`` > 1 runs the jobs in that many processes at one torch thread each, a task once its model's
     pre-training is done: tiny models use a second thread poorly, and one thread makes every job
@@ -296,6 +300,10 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
     _make_vision_inits(suite, jobs, one_thread=workers > 1)
+    if prepare_only:
+        say(f"suite {context.suite}: prepared its data ({root}) and ViT initialisations for {len(jobs)} jobs, "
+            f"{_clock(time.perf_counter() - started)}; no job run, nothing written to {results_dir}")
+        return counts
     outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
     for finished, (number, outcome) in enumerate(outcomes, start=1):
         counts[outcome.status] += 1

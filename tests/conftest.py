@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,11 +27,52 @@ def pytest_deselected(items) -> None:
     _deselected += len(items)
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--prepare-suite", default=None, metavar="SUITE",
+                     help="meanwhile make what SUITE's jobs read (`copa-bench run SUITE --prepare-only`) in a process "
+                          "of its own; the session fails if that does. tox uses it to make the smoke suite's "
+                          "one-thread ViT initialisation while the tests keep the other core busy")
+
+
+_preparing: tuple[subprocess.Popen, Path] | None = None
+
+
+def pytest_sessionstart(session) -> None:
+    """Start ``--prepare-suite``'s process, in pytest's main process only (not in each pytest-xdist worker)."""
+    global _preparing
+    suite = session.config.getoption("--prepare-suite")
+    if suite is None or hasattr(session.config, "workerinput"):
+        return
+    handle, log = tempfile.mkstemp(prefix=f"copa-bench-prepare-{Path(suite).stem}-", suffix=".log")
+    with os.fdopen(handle, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", suite, "--prepare-only"],
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=session.config.rootpath)
+    _preparing = process, Path(log)
+    sys.stderr.write(f"--prepare-suite {suite}: making what its jobs read meanwhile, log {log}\n")
+
+
+def _finish_preparing(session) -> None:
+    """Wait for ``--prepare-suite``'s process (stop it when the tests failed: nothing will use what it makes);
+    its failure fails the session, with the end of its log."""
+    process, log = _preparing
+    if session.exitstatus != pytest.ExitCode.OK and process.poll() is None:
+        process.terminate()
+        process.wait()
+    elif process.wait() != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        sys.stderr.write(f"\n--prepare-suite failed (exit {process.returncode}); the end of {log}:\n{tail}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    log.unlink()
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     """tox's second pass is ``pytest -m serial {posargs}``: a selection with no serial test in it (``tox --
     tests/test_metrics.py``) passes that pass; a run that collected no test at all still exits 5."""
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.option.markexpr == "serial" and _deselected:
         session.exitstatus = pytest.ExitCode.OK
+    if _preparing is not None:
+        _finish_preparing(session)
 
 
 @pytest.fixture(scope="session")

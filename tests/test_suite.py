@@ -158,3 +158,40 @@ def test_workers_leave_the_shared_vit_initialisation_to_this_process(tiny_benchm
     finally:
         torch.set_num_threads(threads)
     assert not (tmp_path / "store").exists()
+
+
+def test_prepare_only_makes_each_seeds_vit_initialisation_and_runs_no_job(tiny_benchmark, tmp_path, write_suite,
+                                                                          monkeypatch):
+    """``run --prepare-only`` makes what the jobs read, as the run itself would (one thread with workers), and
+    nothing else: no job, no store, no work dir."""
+    import harness.runner
+
+    made = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(harness.runner, "ensure_vision_init",
+                        lambda scale, data, seed, *run: made.append((scale, seed, torch.get_num_threads())))
+    suite = write_suite(tmp_path / "auto.py", tiny_benchmark, ["copa", "albef"], ["vqa"], seeds=(0, 1),
+                        max_iters=dict(pretrain=1, vqa=1), eval_limit=dict(pretrain=8, vqa=8))
+    Path(suite).write_text(Path(suite).read_text().replace("vision_init = 'none'", "vision_init = 'auto'"))
+    said = []
+    counts = run_suite(suite, results_dir=tmp_path / "store", work_root=tmp_path / "work", say=said.append,
+                       workers=2, prepare_only=True)
+    assert made == [("tiny", 0, 1), ("tiny", 1, 1)]
+    assert counts == dict(run=0, skipped=0, not_applicable=0, failed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.py"]
+    assert said[-1].startswith(f"suite auto: prepared its data ({tiny_benchmark}) and ViT initialisations for 10 jobs")
+
+
+def test_pytests_prepare_suite_option_fails_the_session_with_its_preparation():
+    """tox's test pass makes the smoke suite's ViT initialisation meanwhile (``--prepare-suite smoke``, a success
+    every CI run sees): its failure fails the session, with the end of its log."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--prepare-suite", "nosuch",
+                           f"{__file__}::test_plan_orders_pretraining_before_each_models_tasks"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "--prepare-suite failed (exit 2)" in done.stderr and "nosuch" in done.stderr
