@@ -198,10 +198,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_out_dir(args.work_dir, "--work-dir")
     device, precision = _run_on(args)
     _join(args.launcher, device)
-    counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
-                       variants=names(args.variants), models=names(args.models), tasks=names(args.tasks),
-                       workers=args.workers, device=device, precision=precision,
-                       prepare_only=args.prepare_only)
+    try:
+        counts = run_suite(args.suite, results_dir=args.results, work_root=args.work_dir, seeds=args.seeds,
+                           variants=names(args.variants), models=names(args.models), tasks=names(args.tasks),
+                           workers=args.workers, device=device, precision=precision,
+                           prepare_only=args.prepare_only)
+    except Terminated as e:  # raised while worker processes ran (suite._parallel): they are stopped
+        print(f"copa-bench: {e}: stopped the suite and its workers; the store holds the rows of every finished job, "
+              "and the same command resumes from them", file=sys.stderr)
+        return 128 + e.signum
     return 1 if counts["failed"] else 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 
 class InputError(Exception):
@@ -41,3 +43,19 @@ class Terminated(BaseException):
         import signal
 
         return f"terminated by {signal.Signals(self.signum).name}"
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: the cleanup that follows must run to its end
+    raise Terminated(signum)
+
+
+def on_sigterm_raise():
+    """Make SIGTERM raise :class:`Terminated` (as Ctrl-C raises KeyboardInterrupt), so that a batch scheduler's
+    stop runs the cleanup a Ctrl-C gets; returns the handler to restore, None off the main thread (where Python
+    cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.SIG_DFL if previous is None else previous

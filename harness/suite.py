@@ -13,6 +13,7 @@ both in ``machine`` (the chance rows, which no model computed, do not), and both
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import InputError, NotApplicable
+from harness.errors import InputError, NotApplicable, on_sigterm_raise
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
 CHANCE = "chance"  # the model name of the chance rows
@@ -305,18 +306,19 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
             f"{_clock(time.perf_counter() - started)}; no job run, nothing written to {results_dir}")
         return counts
     outcomes = _serial(context, suite, jobs) if workers == 1 else _parallel(context, suite, jobs, workers)
-    for finished, (number, outcome) in enumerate(outcomes, start=1):
-        counts[outcome.status] += 1
-        ran = counts["run"] + counts["failed"]  # skipped and not-applicable jobs take next to no time
-        prefix = f"{_progress(finished, len(jobs), time.perf_counter() - started, ran)} {jobs[number - 1].name}"
-        append_rows(results_dir, outcome.rows)
-        if outcome.status == "skipped":
-            say(f"{prefix}: already in the store, skipped")
-        elif outcome.status != "run":
-            say(f"{prefix}: {outcome.message}")
-        elif outcome.rows:  # none in a distributed run's other processes: the efficiency job ran in the first one
-            shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in outcome.rows[:4] if r["value"] is not None)
-            say(f"{prefix}: {outcome.rows[0]['wall_s']:.0f}s  {shown}")
+    with contextlib.closing(outcomes):  # an exception here (SIGTERM's too) stops the workers at once
+        for finished, (number, outcome) in enumerate(outcomes, start=1):
+            counts[outcome.status] += 1
+            ran = counts["run"] + counts["failed"]  # skipped and not-applicable jobs take next to no time
+            prefix = f"{_progress(finished, len(jobs), time.perf_counter() - started, ran)} {jobs[number - 1].name}"
+            append_rows(results_dir, outcome.rows)
+            if outcome.status == "skipped":
+                say(f"{prefix}: already in the store, skipped")
+            elif outcome.status != "run":
+                say(f"{prefix}: {outcome.message}")
+            elif outcome.rows:  # none in a distributed run's other processes: the efficiency job ran in the first one
+                shown = ", ".join(f"{r['metric']} {r['value']:.3g}" for r in outcome.rows[:4] if r["value"] is not None)
+                say(f"{prefix}: {outcome.rows[0]['wall_s']:.0f}s  {shown}")
     say(f"suite {context.suite}: {counts['run']} jobs run, {counts['skipped']} skipped (already in {results_dir}), "
         f"{counts['not_applicable']} not applicable, {counts['failed']} failed, "
         f"{_clock(time.perf_counter() - started)}")
@@ -406,8 +408,10 @@ def _make_vision_inits(suite, jobs: list[Job], one_thread: bool) -> None:
 def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
     """The jobs in ``workers`` one-thread processes, yielding each outcome as it arrives: the pre-training and
     chance jobs first, each task as soon as its model's pre-training is done; then the efficiency jobs here,
-    once the workers are gone."""
+    once the workers are gone. An error, Ctrl-C or SIGTERM (raised here as :class:`Terminated`) stops the
+    workers mid-job: the store holds every finished job's rows, and a rerun resumes from them."""
     import multiprocessing
+    import signal
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ready: list[int] = []
@@ -418,9 +422,11 @@ def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
         elif job.kind != "efficiency":
             after.setdefault((job.model, job.variant, job.seed), []).append(number)
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    previous = None
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start, initargs=(context,)) as pool:
-        running = {pool.submit(_run_in_worker, context, jobs[n - 1], None): n for n in ready}
         try:
+            previous = on_sigterm_raise()
+            running = {pool.submit(_run_in_worker, context, jobs[n - 1], None): n for n in ready}
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -432,8 +438,17 @@ def _parallel(context: _Context, suite, jobs: list[Job], workers: int):
                         for n in after.pop((job.model, job.variant, job.seed), []):
                             running[pool.submit(_run_in_worker, context, jobs[n - 1], checkpoint)] = n
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # the workers finish the job in hand, start no other
+            if previous is not None:  # a second SIGTERM must not cut the cleanup short
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            # the executor would let each worker finish the job in hand (hours, for nothing: this process writes
+            # the rows), and outlive this process if it is killed; Python < 3.14 has no public way to stop them
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     for number, job in enumerate(jobs, 1):
         if job.kind == "efficiency":
             yield number, _execute(context, suite, job, {})
@@ -461,12 +476,14 @@ def _without_run(prov: dict) -> dict:
 
 def _worker_start(context: _Context) -> None:
     import multiprocessing
+    import signal
 
     import torch
 
     from harness.plugins import load_plugins
 
     global _worker_suite
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     load_plugins(context.plugins)
     _worker_suite = load_suite(context.source)
     _worker_suite.data, _worker_suite.device, _worker_suite.precision = context.data, context.device, context.precision

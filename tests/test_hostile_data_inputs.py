@@ -2,7 +2,7 @@
 another size than declared, non-string paths, non-integer PTA ids, a tokenizer without its special tokens.
 Each gets exit status 2 and one line naming the file and the field, and nothing is written. Also a
 SIGTERM during ``data make``: workers and the partial directory are removed, and a rerun removes what a
-killed run left.
+killed run left; and during a suite's ``run``: its workers stop mid-job.
 
 The damaged files are copies of a micro benchmark (a few images per split, made in a second) rather than
 of the session's tiny one, so this file runs on its own in seconds."""
@@ -29,7 +29,7 @@ from PIL import Image
 
 from harness.cli import main
 from harness.data import benchmark
-from harness.errors import InputError
+from harness.errors import InputError, Terminated
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "hostile-inputs.md"
 REPO = Path(__file__).resolve().parent.parent
@@ -220,8 +220,8 @@ def test_the_undamaged_micro_benchmark_passes(micro_benchmark, capsys):
 
 def test_every_data_case_is_in_the_docs_table():
     documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M))
-    assert documented >= set(CASES) | {"data-make-sigterm", "data-make-stale-partial-directory"}, \
-        sorted(set(CASES) - documented)
+    stops = {"data-make-sigterm", "data-make-stale-partial-directory", "run-sigterm"}
+    assert documented >= set(CASES) | stops, sorted((set(CASES) | stops) - documented)
 
 
 @pytest.mark.parametrize("bad", ["7", 7.0, 7.5, True, None, [7], {"id": 7}])
@@ -317,6 +317,41 @@ def test_data_make_sigterm_removes_the_partial_directory_and_the_workers(tmp_pat
     assert not [pid for pid in workers if _alive(pid)], "worker processes outlived the generator"
 
 
+def test_run_sigterm_stops_the_suites_workers_mid_job(micro_benchmark, tmp_path, write_suite):
+    """A suite's worker processes once finished the job in hand after SIGTERM and outlived their parent."""
+    suite = write_suite(tmp_path / "long.py", micro_benchmark, ["albef", "copa"], ["retrieval_zeroshot"],
+                        max_iters=dict(pretrain=100_000), eval_limit=dict(pretrain=8, retrieval_zeroshot=8))
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", suite, "--workers", "2", "--results",
+                             str(store), "--work-dir", str(tmp_path / "work")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:  # until both pre-trainings are under way
+            workers = _children(proc.pid)
+            if len(list((tmp_path / "work").glob("long/*/pretrain/*/vis_data"))) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) >= 2 and proc.poll() is None, "the pre-trainings did not start"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)  # a suite waiting for its workers' jobs times out here
+    finally:
+        if proc.poll() is None:
+            for pid in _children(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [line for line in err.splitlines() if line.startswith("copa-bench:")]
+    assert len(lines) == 1 and "terminated by SIGTERM" in lines[0] and "Traceback" not in err, err
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived the suite"
+    rows = [json.loads(line) for line in (store / "rows.jsonl").read_text().splitlines()]
+    assert rows and {r["model"] for r in rows} == {"chance"}, "only the finished (chance) jobs have rows"
+
+
 def test_a_rerun_removes_partial_directories_of_dead_runs(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -342,12 +377,12 @@ def test_sigterm_inside_make_benchmark_restores_the_previous_benchmark(tmp_path,
     def rename(src, dst):
         real_rename(src, dst)
         if ".old-" in str(dst):
-            raise benchmark.Terminated(signal.SIGTERM)
+            raise Terminated(signal.SIGTERM)
 
     monkeypatch.setattr(benchmark.os, "rename", rename)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(benchmark.PRESETS, "micro", _micro_preset())
-        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(benchmark.Terminated):
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(Terminated):
             benchmark.make_benchmark(out, preset="micro", seed=1, pta_fraction=0.5, workers=1, force=True)
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]

@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ import numpy as np
 from harness.data import language
 from harness.data.scenes import CATEGORIES, COLOURS, SceneSpec, draw_scene
 from harness.data.tokenizer import train_wordpiece
-from harness.errors import InputError, Terminated
+from harness.errors import InputError, on_sigterm_raise
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 4  # 2: NLVR2 templates True half the time; counting questions draw the count first
@@ -377,7 +376,7 @@ def make_benchmark(
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"generating the '{preset}' benchmark (seed {seed}) into {out}", file=sys.stderr)
-    previous = _on_sigterm_raise()
+    previous = on_sigterm_raise()  # a batch scheduler's stop removes the partial directory and the workers
     try:
         counts = _generate(tmp, preset, seed, pta_fraction, workers)
         digest = content_hash(tmp)
@@ -403,22 +402,6 @@ def make_benchmark(
     elif old.exists():
         old.unlink()
     return digest
-
-
-def _raise_terminated(signum: int, frame) -> None:
-    signal.signal(signum, signal.SIG_IGN)  # once: the cleanup that follows must run to its end
-    raise Terminated(signum)
-
-
-def _on_sigterm_raise():
-    """Make SIGTERM raise :class:`Terminated` (as Ctrl-C raises KeyboardInterrupt) so that a batch scheduler's
-    stop removes the partial directory and the workers; returns the handler to restore, None off the main
-    thread (where Python cannot set one)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    return signal.SIG_DFL if previous is None else previous
 
 
 def _pid_alive(pid: int) -> bool:
