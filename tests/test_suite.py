@@ -182,16 +182,19 @@ def test_prepare_only_makes_each_seeds_vit_initialisation_and_runs_no_job(tiny_b
     assert said[-1].startswith(f"suite auto: prepared its data ({tiny_benchmark}) and ViT initialisations for 10 jobs")
 
 
-def test_pytests_prepare_suite_option_fails_the_session_with_its_preparation():
+def test_pytests_prepare_suite_option_fails_the_session_with_its_preparation(tmp_path):
     """tox's test pass makes the smoke suite's ViT initialisation meanwhile (``--prepare-suite smoke``, a success
-    every CI run sees): its failure fails the session, with the end of its log."""
+    every CI run sees): its failure fails the session, with the end of its log (kept)."""
+    import os
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--prepare-suite", "nosuch",
                            f"{__file__}::test_plan_orders_pretraining_before_each_models_tasks"],
-                          cwd=repo, capture_output=True, text=True, timeout=300)
+                          cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
     assert "1 passed" in done.stdout
     assert "--prepare-suite failed (exit 2)" in done.stderr and "nosuch" in done.stderr
+    assert len(list(tmp_path.glob("copa-bench-prepare-nosuch-*.log"))) == 1, "its log, named in the message"
