@@ -40,8 +40,6 @@ class Terminated(BaseException):
         return type(self), (self.signum,)
 
     def __str__(self) -> str:
-        import signal
-
         return f"terminated by {signal.Signals(self.signum).name}"
 
 
