@@ -33,6 +33,7 @@ from math import comb
 
 import numpy as np
 
+from harness.config_namespace import settings as harness_settings
 from harness.errors import InputError
 from harness.registry import CHANCE
 
@@ -143,7 +144,7 @@ def scored(cfg, results: list[dict]) -> dict[str, float]:
 
 def chance_metrics(cfg, task: str | None = None) -> dict[str, float]:
     """The chance metrics of a task config (:func:`chance_config`, or any job config of the task), by the
-    predictor that ``task``'s declaration names (default: the config's own ``task_spec``)."""
+    predictor that ``task``'s declaration names (default: the config's own ``harness.task_spec``)."""
     from harness.taskspec import task_spec
 
     evaluator = cfg.get("test_evaluator") or cfg.get("val_evaluator")
@@ -152,15 +153,15 @@ def chance_metrics(cfg, task: str | None = None) -> dict[str, float]:
         raise InputError(None, "test_evaluator", "a job without a test set has no chance level")
     if task is not None:
         name = task_spec(task, flag="task").chance
-    elif isinstance(cfg.get("task_spec"), dict):
-        name = cfg.task_spec.get("chance")
+    elif isinstance(harness_settings(cfg).get("task_spec"), dict):
+        name = harness_settings(cfg).task_spec.get("chance")
     else:
-        raise InputError(getattr(cfg, "filename", None), "task_spec", "the config declares no task "
+        raise InputError(getattr(cfg, "filename", None), "harness.task_spec", "the config declares no task "
                          "(harness/taskspec.py), so no chance predictor")
     predictor = CHANCE.get(name) if isinstance(name, str) else None
     if predictor is None:
-        raise InputError(None, "task_spec.chance", f"no chance predictor {name!r} is registered (harness.registry."
-                         f"CHANCE: {', '.join(sorted(CHANCE.module_dict))})")
+        raise InputError(None, "harness.task_spec.chance", f"no chance predictor {name!r} is registered "
+                         f"(harness.registry.CHANCE: {', '.join(sorted(CHANCE.module_dict))})")
     return predictor(cfg)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from harness.config_namespace import settings as harness_settings
 from harness.errors import InputError
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -116,11 +117,16 @@ def full_precision(data: Any) -> Any:
 
 
 CONFIG_KEY = "device_cfg"
-"""The key of a job config (``harness.runner``) that holds ``dict(device=..., precision=...)``."""
+"""The key, under a job config's ``harness`` namespace (``harness.runner``), of ``dict(device=..., precision=...)``."""
+
+
+def device_settings(cfg: Any) -> dict:
+    """A job config's ``harness.device_cfg`` (empty when it has none)."""
+    return dict(harness_settings(cfg).get(CONFIG_KEY) or {})
 
 
 def job_settings(cfg: Any) -> tuple[torch.device, str]:
     """The device and precision a job config asks for; a config without them runs where mmengine would put it
     (CUDA when available), in fp32."""
-    settings = cfg.get(CONFIG_KEY) or {}
+    settings = device_settings(cfg)
     return resolve_device(settings.get("device")), settings.get("precision", "fp32")

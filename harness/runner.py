@@ -2,7 +2,7 @@
 
 The task config is data; this module only fills in what depends on the job: the model's config and its
 image and patch sizes, the dataset root, the tokenizer and its special-token ids, the seed, the work
-directory, and the device and precision (``device_cfg``; bf16/fp16 training through an autocast optimizer
+directory, and the device and precision (``harness.device_cfg``; bf16/fp16 training through an autocast optimizer
 wrapper). The model is built by the Runner from its config, after the Runner has seeded everything, so the
 same seed gives the same weights and the same losses.
 
@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.config_namespace import BUILT_KEYS, TASK_KEYS, check_layout, flat_layout
+from harness.config_namespace import KEY as NAMESPACE
+from harness.config_namespace import settings as harness_settings
 from harness.errors import InputError
 from harness.registry import SCOPE
 
@@ -55,6 +58,7 @@ def load_task_config(task: str):
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(task_config_path(task)))
+    check_layout(cfg, cfg.filename)
     return Config(cfg.to_dict(), cfg_text=cfg.text, filename=cfg.filename, format_python_code=False)
 
 
@@ -150,18 +154,18 @@ def build_config(
     """The complete mmengine ``Config`` of one job, on ``device`` (default: CUDA when available) in
     ``precision`` (fp32, bf16 or fp16).
 
-    Downstream tasks (configs with ``task_model``) wrap the named model as their backbone: ``checkpoint``
+    Downstream tasks (configs with ``harness.task_model``) wrap the named model as their backbone: ``checkpoint``
     defaults to the model's pre-training checkpoint for the same scale and seed (fine-tuning starts there);
-    ``testing`` requires the task's own trained modules in it. Pre-training (configs with ``vision_init``)
+    ``testing`` requires the task's own trained modules in it. Pre-training (``harness.vision_init``)
     starts the ViT from ``vision_init``: a timm file, ``"none"`` (from scratch) or ``"auto"`` (the vision
     pre-training job's output at tiny scale, made on first use).
 
     ``data_config`` (a :class:`harness.data.layouts.DataConfig` or its ``--data-config`` name) reads a real
     dataset instead of the generated benchmark, ``data`` then being its root; ``tokenizer`` replaces the data's.
 
-    ``options`` (``--cfg-options``, already checked by :func:`parse_options`): the top-level scalar keys among them
-    (``pretrained_vision_lr_mult=1.0``) are settings this function reads, so they are merged before it does;
-    the caller applies all of them to the result with :func:`apply_options`, which checks every component.
+    ``options`` (``--cfg-options``, already checked by :func:`parse_options`): the scalar ``harness.`` keys among
+    them (``harness.pretrained_vision_lr_mult=1.0``) are settings this function reads, so they are merged before it
+    does; the caller applies all of them to the result with :func:`apply_options`, which checks every component.
     """
     from harness.data.tokenizer import load_tokenizer
     from zoo import model_config
@@ -179,16 +183,18 @@ def build_config(
         return build_vision_config(scale, data, work_dir, seed, max_iters, device, precision)
     cfg = load_task_config(task)
     settings = {key: value for key, value in parse_options(options)
-                if "." not in key and not isinstance(value, (dict, list, tuple))}  # no component is built from them
+                if key.startswith(f"{NAMESPACE}.") and not isinstance(value, (dict, list, tuple))}  # builds nothing
     if settings:
         cfg.merge_from_dict(settings)
+    harness_cfg = harness_settings(cfg)
     if data_config is None:
         root = benchmark_root(data)
         tokenizer_dir = Path(tokenizer) if tokenizer is not None else root / "tokenizer"
     else:  # every file checked here, before a vision or pre-training job is looked for
         apply_data_config(cfg, task, data_config, testing)
         root, tokenizer_dir = data_config.root, data_config.tokenizer_dir()
-        if cfg.get("vision_init") and vision_init == "auto" and "vision_pretrained" not in (model_overrides or {}):
+        if (harness_cfg.get("vision_init") and vision_init == "auto"
+                and "vision_pretrained" not in (model_overrides or {})):
             raise InputError(None, "--vision-init", "'auto' pre-trains the ViT on the generated benchmark's image "
                              "pool: with --data-config give a timm ViT checkpoint (e.g. ImageNet weights) or 'none'")
     tok = load_tokenizer(tokenizer_dir)
@@ -196,26 +202,28 @@ def build_config(
                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
     overrides = {**token_ids, **dict(model_overrides or {})}
     vision_job = None
-    if cfg.get("vision_init") and "vision_pretrained" not in overrides and vision_init not in (None, "auto", "none"):
+    if (harness_cfg.get("vision_init") and "vision_pretrained" not in overrides
+            and vision_init not in (None, "auto", "none")):
         overrides["vision_pretrained"] = str(vision_init)
     elif needs_vision_init(cfg, scale, vision_init, overrides):
         path, vision_job = vision_init_file(scale, data, seed, device, precision)
         overrides["vision_pretrained"] = str(path)
     model_cfg = model_config(model, scale, **overrides)
     vision = model_cfg["vision"]
-    vision_is_pretrained = bool(model_cfg.get("vision_pretrained")) or "task_model" in cfg  # fine-tuning: by VLP
-    if vision_is_pretrained and cfg.get("pretrained_vision_lr_mult", 1.0) != 1.0:
-        _slow_pretrained_vision(cfg, cfg.pretrained_vision_lr_mult)
-    if "task_model" in cfg:
+    vision_is_pretrained = bool(model_cfg.get("vision_pretrained")) or "task_model" in harness_cfg  # by VLP
+    if vision_is_pretrained and harness_cfg.get("pretrained_vision_lr_mult", 1.0) != 1.0:
+        _slow_pretrained_vision(cfg, harness_cfg["pretrained_vision_lr_mult"])
+    if "task_model" in harness_cfg:
         from harness.tasks.base import check_applicable, check_checkpoint
 
-        check_applicable(task, model, model_cfg, cfg.get("requires", ()))
+        check_applicable(task, model, model_cfg, (harness_cfg.get("task_spec") or {}).get("requires", ()))
         if not testing and "train_dataloader" not in cfg:
             raise InputError(task_config_path(task), "train_dataloader",
                              f"task {task!r} has nothing to train: evaluate a checkpoint with 'copa-bench test'")
         if checkpoint is None:
             checkpoint = pretrain_checkpoint(model, scale, seed, device, precision)
-        task_model = dict(cfg.task_model, backbone=model_cfg, checkpoint=str(checkpoint), require_head=testing)
+        task_model = dict(harness_cfg["task_model"], backbone=model_cfg, checkpoint=str(checkpoint),
+                          require_head=testing)
         for key, value in (("tokenizer", str(tokenizer_dir)), ("data_root", str(root))):
             if key in task_model and task_model[key] is None:
                 task_model[key] = value
@@ -228,7 +236,7 @@ def build_config(
             _fill_loader(cfg[loader], None if data_config is not None else str(root), str(tokenizer_dir),
                          vision["img_size"], vision["patch_size"])
     if vision_job is not None:
-        cfg.vision_init_job = vision_job  # the encoder file's name says nothing of how it was made; the hash does
+        cfg.harness.vision_init_job = vision_job  # the encoder file's name says nothing of how it was made
     _set_max_iters(cfg, max_iters)
     cfg.work_dir = str(work_dir or default_work_dir(task, model, scale, seed, device, precision))
     _set_job(cfg, f"{task}_{model}_{scale}_seed{seed}", seed, resume, device, precision)
@@ -302,19 +310,18 @@ OPTION_FORBIDDEN = ("default_scope", "_scope_", "custom_imports", "_base_", "_de
 """Keys no ``--cfg-options`` (or suite ``options``) may set: they choose which modules mmengine imports."""
 BUILD_KEYS = ("type", "constructor")
 """Config keys whose string value mmengine resolves to a class or function (a dotted path imports anything)."""
-HARNESS_SETTINGS = ("pretrained_vision_lr_mult",)
-"""Top-level keys of a task config that the harness reads when it builds a job (so ``--cfg-options`` can set them);
-the config's other top-level names (``max_iters``, ``batch_size``, ``pipeline``) are variables it derives fields
-from when the file is read, and setting them afterwards would change nothing."""
 
 
 def settable_top_level_keys() -> set[str]:
-    """What a dotless ``--cfg-options`` key may name: a field the mmengine Runner reads or a harness setting."""
+    """What a dotless ``--cfg-options`` key may name: a field the mmengine Runner reads. A task config's other
+    top-level names (``max_iters``, ``batch_size``, ``pipeline``) are variables it derives fields from when the
+    file is read, and setting them afterwards would change nothing; the harness's settings are under
+    ``harness.`` (harness/config_namespace.py)."""
     import inspect
 
     from mmengine.runner import Runner
 
-    return (set(inspect.signature(Runner.__init__).parameters) - {"self", "cfg"}) | set(HARNESS_SETTINGS)
+    return set(inspect.signature(Runner.__init__).parameters) - {"self", "cfg"}
 
 
 def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike | None = None) -> list[tuple]:
@@ -338,6 +345,11 @@ def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike 
         refused = [p for p in parts if p in OPTION_FORBIDDEN]
         if refused:
             raise InputError(path, flag, f"{key!r}: {refused[0]!r} cannot be set from outside the config files")
+        if parts[0] == NAMESPACE and (len(parts) == 1 or parts[1] not in (*TASK_KEYS, *BUILT_KEYS)):
+            raise InputError(path, flag, f"{key!r}: the harness's settings are {NAMESPACE}.KEY with KEY one of "
+                             f"{', '.join(TASK_KEYS + BUILT_KEYS)}")
+        if len(parts) == 1 and key in TASK_KEYS + BUILT_KEYS:
+            raise InputError(path, flag, f"{key!r} is a harness setting: write {NAMESPACE}.{key}=...")
         if len(parts) == 1 and key not in settable_top_level_keys():
             raise InputError(path, flag, f"{key!r} is not a field of the job config but a variable its task config "
                              "derives fields from when the file is read, so setting it would change nothing: set "
@@ -490,7 +502,7 @@ def _set_job(cfg, name: str, seed: int, resume: bool, device, precision: str) ->
     cfg.launcher = cfg.get("launcher", "none")
     cfg.env_cfg = cfg.get("env_cfg", dict(cudnn_benchmark=False, dist_cfg=dict(backend="gloo")))
     cfg.experiment_name = name
-    cfg[CONFIG_KEY] = dict(device=str(device), precision=precision)
+    cfg[NAMESPACE] = dict(cfg.get(NAMESPACE) or {}, **{CONFIG_KEY: dict(device=str(device), precision=precision)})
     _set_training_precision(cfg, device, precision)
 
 
@@ -608,7 +620,7 @@ def needs_vision_init(task_cfg, scale: str, vision_init: str | None,
     """Whether a job of this task config starts from the shared tiny ViT initialisation, which :func:`prepare`
     makes."""
     return (scale == "tiny" and vision_init in (None, "auto") and "vision_pretrained" not in (model_overrides or {})
-            and bool(task_cfg.get("vision_init")))
+            and bool(harness_settings(task_cfg).get("vision_init")))
 
 
 def prepare(model: str, task: str, scale: str = "tiny", data: str | os.PathLike | None = None, seed: int = 0,
@@ -784,7 +796,7 @@ def job_digest(cfg) -> str:
     from harness.device import CONFIG_KEY
     from harness.results import job_hash
 
-    config = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_JOB}
+    config = {k: v for k, v in flat_layout(cfg.to_dict()).items() if k not in _NOT_THE_JOB}
     settings = config.pop(CONFIG_KEY, None) or {}
     run = run_identity(settings.get("device", "cpu"), settings.get("precision", "fp32"))
     roots = {cfg[loader].dataset.get("data_root") for loader in ("train_dataloader", "test_dataloader")
@@ -848,10 +860,10 @@ def train(cfg) -> dict[str, float]:
     summary.update({k: float(v.current()) for k, v in scalars.items()
                     if k.startswith("val/") and k not in ("val/time", "val/data_time")})
     if runner.rank == 0:
-        from harness.device import CONFIG_KEY
+        from harness.device import device_settings
 
         record = dict(job_hash=job_digest(cfg), summary=summary, wall_s=time.perf_counter() - start,
-                      **dict(cfg.get(CONFIG_KEY) or {}))
+                      **device_settings(cfg))
         write_atomic(Path(cfg.work_dir) / JOB_FILE, json.dumps(record, indent=2))
     distributed.barrier()  # every process sees the finished job's checkpoint and record
     return summary

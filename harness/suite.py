@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config_namespace import settings as harness_settings
 from harness.errors import InputError, NotApplicable, on_sigterm_raise
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "suites"
@@ -155,7 +156,7 @@ def _validate(cfg, path: Path) -> None:
         except InputError as e:  # unknown, or its config declares nothing: the config's own error names it
             raise InputError(path, "tasks", f"unknown task {task!r}" if e.path is None else f"{task!r}: {e}") from None
         task_cfg = load_task_config(spec.config)
-        if "task_model" not in task_cfg:
+        if "task_model" not in harness_settings(task_cfg):
             raise InputError(path, "tasks", f"{task!r} is not a downstream task (a suite pre-trains every model "
                              "itself; list the tasks that start from its checkpoint)")
     for task in _strings(cfg.get("test_only") or [], path, "test_only"):

@@ -1,13 +1,14 @@
-"""What a task is, declared once, in its own config: the ``task_spec`` dict of ``configs/tasks/<task>.py``.
+"""What a task is, declared once, in its own config: ``harness.task_spec`` of ``configs/tasks/<task>.py``.
 
 Tables (which metric heads the main table), the gate (which metrics it gates, which are fractions in [0, 1]),
 chance (which predictor gives the task's floor) and suites (which config a task name runs, whether it only
 tests a checkpoint) all read the declaration through :func:`task_spec`, as lm-evaluation-harness reads a task's
 yaml. A task without one is an error that names the file, never a task that silently leaves a table.
 
-The declaration (every key optional except ``headline``; defaults below)::
+The declaration (every key optional except ``headline``; defaults below), in the config's ``harness`` namespace
+(harness/config_namespace.py)::
 
-    task_spec = dict(
+    harness = dict(task_spec=dict(
         headline="r_mean",          # the main table's metric of this task, gated as accuracy; None: not tabled
         gated=(),                   # metrics gated as accuracy besides the headline (the others are info only)
         fractions=(),               # metrics reported in [0, 1] rather than x100 (their tolerance is / 100)
@@ -17,7 +18,7 @@ The declaration (every key optional except ``headline``; defaults below)::
         label="retrieval",          # the task's name in headers people read
         order=20,                   # column position in the main table (built-in tasks: 0-70)
         variants=dict(retrieval_zeroshot=dict(test_only=True, label="zero-shot retrieval", order=10)),
-    )
+    ), task_model=...)
 
 A variant is another task name for the same config with some keys overridden (zero-shot retrieval tests a
 pre-training checkpoint with the retrieval config). Task configs live in ``configs/tasks`` and in the
@@ -32,10 +33,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from harness.config_namespace import KEY as NAMESPACE
+from harness.config_namespace import check_layout, settings
 from harness.errors import InputError
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "configs" / "tasks"
 SPEC_KEY = "task_spec"
+WHERE = f"{NAMESPACE}.{SPEC_KEY}"
 _PLUGIN_DIRS: list[Path] = []
 _LIST_KEYS = ("gated", "fractions", "requires")
 _KEYS = ("headline", *_LIST_KEYS, "chance", "test_only", "label", "order", "variants")
@@ -109,7 +113,7 @@ def task_config_path(task: str, flag: str = "--task") -> Path:
 
 def _strings(value, path: Path, key: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise InputError(path, f"{SPEC_KEY}.{key}", f"must be a list of strings, got {value!r}")
+        raise InputError(path, f"{WHERE}.{key}", f"must be a list of strings, got {value!r}")
     return tuple(value)
 
 
@@ -140,23 +144,21 @@ def _read(name: str, path: Path) -> list[TaskSpec]:
         raise InputError(path, f"line {e.lineno}", f"not a valid Python config ({e.msg})") from None
     except Exception as e:  # mmengine re-raises a config's own errors as they are
         raise InputError(path, None, f"could not read the task config ({type(e).__name__}: {e})") from None
-    spec = cfg.get(SPEC_KEY)
+    check_layout(cfg, path)
+    spec = settings(cfg).get(SPEC_KEY)
     if spec is None:
-        raise InputError(path, SPEC_KEY, f"task {name!r} declares no {SPEC_KEY} (its headline metric, gated "
+        raise InputError(path, WHERE, f"task {name!r} declares no {WHERE} (its headline metric, gated "
                          "metrics, chance predictor...): see docs/extending.md")
     if not isinstance(spec, dict):
-        raise InputError(path, SPEC_KEY, f"must be a dict, got {type(spec).__name__}")
+        raise InputError(path, WHERE, f"must be a dict, got {type(spec).__name__}")
     spec = dict(spec)
     variants = spec.pop("variants", None) or {}
     if not isinstance(variants, dict):
-        raise InputError(path, f"{SPEC_KEY}.variants", "must be a dict {name: overridden keys}")
-    base = _parse(name, name, path, spec, SPEC_KEY)
-    if tuple(cfg.get("requires", ())) != base.requires:  # harness.runner reads the top-level copy
-        raise InputError(path, "requires", f"must be {SPEC_KEY}['requires'] ({list(base.requires)}): write "
-                         f"requires = {SPEC_KEY}['requires']")
+        raise InputError(path, f"{WHERE}.variants", "must be a dict {name: overridden keys}")
+    base = _parse(name, name, path, spec, WHERE)
     out = [base]
     for variant, overrides in variants.items():
-        where = f"{SPEC_KEY}.variants.{variant}"
+        where = f"{WHERE}.variants.{variant}"
         if not isinstance(overrides, dict) or "variants" in overrides:
             raise InputError(path, where, "must be a dict of the keys it overrides (no nested variants)")
         merged = {k: getattr(base, k) for k in _KEYS if k != "variants"} | {"label": variant} | dict(overrides)
@@ -178,7 +180,7 @@ def _all_specs() -> tuple[dict[str, TaskSpec], dict[str, InputError]]:
             continue
         for spec in declared:
             if spec.name in specs or spec.name in problems:
-                raise InputError(path, SPEC_KEY, f"task {spec.name!r} is declared twice (also in "
+                raise InputError(path, WHERE, f"task {spec.name!r} is declared twice (also in "
                                  f"{specs[spec.name].path if spec.name in specs else problems[spec.name].path})")
             specs[spec.name] = spec
     return dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0]))), problems

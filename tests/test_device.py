@@ -101,11 +101,11 @@ def test_work_dir_suffix_and_hash_identity_leave_the_cpu_in_fp32_as_before():
 def test_a_job_config_carries_its_device_and_precision(tiny_benchmark, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plain = build_config("albef", "pretrain", data=tiny_benchmark, max_iters=2, vision_init="none", device="cpu")
-    assert plain[CONFIG_KEY] == {"device": "cpu", "precision": "fp32"}
+    assert plain.harness[CONFIG_KEY] == {"device": "cpu", "precision": "fp32"}
     assert plain.optim_wrapper.get("type", "OptimWrapper") == "OptimWrapper"
     assert plain.work_dir == str(Path("work_dirs") / "pretrain" / "albef_tiny_seed0")
     legacy = copy.deepcopy(plain)
-    legacy.pop(CONFIG_KEY)
+    legacy.harness.pop(CONFIG_KEY)
     assert job_digest(plain) == job_digest(legacy)  # hashes made before --device existed still match
 
     bf16 = build_config("albef", "pretrain", data=tiny_benchmark, max_iters=2, vision_init="none", device="cpu",

@@ -338,6 +338,18 @@ def _(tmp, bench, ckpt):
             "--cfg-options", "max_iters=5"], ["--cfg-options", "'max_iters'", "train_cfg.max_iters"]
 
 
+@case("cfg-options-harness-setting-at-the-top-level")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "pretrained_vision_lr_mult=0.1"], ["--cfg-options", "harness.pretrained_vision_lr_mult"]
+
+
+@case("cfg-options-harness-unknown-key")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "harness.vision_lr_mult=0.1"], ["--cfg-options", "'harness.vision_lr_mult'"]
+
+
 @case("negative-seed")
 def _(tmp, bench, ckpt):
     return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",

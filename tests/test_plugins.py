@@ -70,7 +70,7 @@ def test_task_without_declaration_fails_with_a_clear_error(tmp_path, clean_regis
     folder.mkdir()
     (folder / "undeclared.py").write_text('test_evaluator = dict(type="AccuracyMetric")\n')
     taskspec.register_task_dir(folder)
-    with pytest.raises(InputError, match="declares no task_spec") as error:
+    with pytest.raises(InputError, match="declares no harness.task_spec") as error:
         taskspec.task_spec("undeclared")
     assert error.value.path == str(folder / "undeclared.py")
     assert "undeclared" not in taskspec.task_specs()  # the other tasks stay usable
@@ -80,9 +80,9 @@ def test_task_without_declaration_fails_with_a_clear_error(tmp_path, clean_regis
     for r in rows:
         r["versions"] = dict.fromkeys(VERSION_KEYS, "1")
     append_rows(store, rows)
-    with pytest.raises(InputError, match="rows of task 'undeclared'.*declares no task_spec"):
+    with pytest.raises(InputError, match="rows of task 'undeclared'.*declares no harness.task_spec"):
         write_tables(store, tmp_path / "tables", formats=["md"])
-    with pytest.raises(InputError, match="declares no task_spec"):
+    with pytest.raises(InputError, match="declares no harness.task_spec"):
         make_baseline(store)
     assert main(["table", "--results", str(store), "--out", str(tmp_path / "t2"), "--format", "md"]) == 2
     assert "undeclared" in capsys.readouterr().err and not (tmp_path / "t2").exists()
@@ -94,16 +94,25 @@ def test_task_without_declaration_fails_with_a_clear_error(tmp_path, clean_regis
 def test_declaration_keys_are_checked(tmp_path, clean_registries):
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "typo.py").write_text('task_spec = dict(headline="acc", gatde=["x"])\n')
-    (folder / "nohead.py").write_text('task_spec = dict(chance=None)\n')
-    (folder / "mismatch.py").write_text('task_spec = dict(headline="acc", requires=["itc"])\nrequires = ["fusion"]\n')
+    (folder / "typo.py").write_text('harness = dict(task_spec=dict(headline="acc", gatde=["x"]))\n')
+    (folder / "nohead.py").write_text('harness = dict(task_spec=dict(chance=None))\n')
+    (folder / "extra.py").write_text('harness = dict(task_spec=dict(headline="acc"), task_modle=dict())\n')
+    # the layout before the namespace: refused, not silently ignored
+    (folder / "flat.py").write_text('task_spec = dict(headline="acc", requires=["itc"])\n')
+    (folder / "flatreq.py").write_text('harness = dict(task_spec=dict(headline="acc"))\nrequires = ["fusion"]\n')
     taskspec.register_task_dir(folder)
-    with pytest.raises(InputError, match="task_spec.gatde: unknown key"):
+    with pytest.raises(InputError, match="harness.task_spec.gatde: unknown key"):
         taskspec.task_spec("typo")
-    with pytest.raises(InputError, match="task_spec.headline: missing"):
+    with pytest.raises(InputError, match="harness.task_spec.headline: missing"):
         taskspec.task_spec("nohead")
-    with pytest.raises(InputError, match="requires: must be task_spec"):
-        taskspec.task_spec("mismatch")
+    with pytest.raises(InputError, match="harness.task_modle: unknown key"):
+        taskspec.task_spec("extra")
+    with pytest.raises(InputError, match="task_spec: a harness setting at the top level: write it as "
+                       "harness.task_spec") as error:
+        taskspec.task_spec("flat")
+    assert error.value.path == str(folder / "flat.py")
+    with pytest.raises(InputError, match="requires: .* write it as harness.task_spec.requires"):
+        taskspec.task_spec("flatreq")
 
 
 def test_plugin_by_name_only(clean_registries):

@@ -109,8 +109,8 @@ def test_max_iters_rescales_the_schedule(tiny_benchmark, tmp_path):
     assert shorter.train_cfg.val_interval == 10 and shorter.default_hooks.checkpoint.interval == 10
 
 
-def test_a_top_level_setting_from_cfg_options_reaches_what_build_config_derives(tiny_benchmark, tmp_path):
-    """``pretrained_vision_lr_mult`` is read while the job config is built (into the optimiser's per-parameter
+def test_a_harness_setting_from_cfg_options_reaches_what_build_config_derives(tiny_benchmark, tmp_path):
+    """``harness.pretrained_vision_lr_mult`` is read while the job config is built (into the optimiser's per-parameter
     rates): an option that set it only afterwards would be accepted and ignored."""
     vit = tmp_path / "vit.pth"
     vit.write_bytes(b"")  # build_config only checks that the file exists; no model is built here
@@ -122,5 +122,21 @@ def test_a_top_level_setting_from_cfg_options_reaches_what_build_config_derives(
         return {key: spec.get("lr_mult") for key, spec in custom.items() if key.startswith("vision")}
 
     assert vision_rates(None) == {}  # pre-training's ViT learns at the full rate, as ALBEF's
-    assert set(vision_rates(["pretrained_vision_lr_mult=0.1"]).values()) == {0.1}
-    assert set(vision_rates(["pretrained_vision_lr_mult=0.5"]).values()) == {0.5}
+    assert set(vision_rates(["harness.pretrained_vision_lr_mult=0.1"]).values()) == {0.1}
+    assert set(vision_rates(["harness.pretrained_vision_lr_mult=0.5"]).values()) == {0.5}
+    with pytest.raises(InputError, match="'pretrained_vision_lr_mult' is a harness setting: write harness."):
+        vision_rates(["pretrained_vision_lr_mult=0.5"])
+    with pytest.raises(InputError, match="'harness.lr_mult': the harness's settings are harness.KEY"):
+        vision_rates(["harness.lr_mult=0.5"])
+
+
+def test_job_hashes_are_computed_over_the_layout_before_the_harness_namespace():
+    """A store's rows are found again by their job hashes: the namespace moved keys, not what a job is."""
+    from harness.config_namespace import flat_layout
+    from harness.runner import load_task_config
+
+    flat = flat_layout(load_task_config("vqa").to_dict())
+    assert "harness" not in flat and flat["requires"] == ["fusion"] and flat["pretrained_vision_lr_mult"] == 0.1
+    assert flat["task_model"]["type"] == "VQAModel" and flat["task_spec"]["headline"] == "vqa_acc"
+    flat = flat_layout(load_task_config("pretrain").to_dict())
+    assert "requires" not in flat and flat["vision_init"] is True and flat["pretrained_vision_lr_mult"] == 1.0

@@ -185,7 +185,7 @@ def test_every_registered_data_config_reads_its_published_layout(layouts) -> Non
         for task, splits in data.tasks.items():
             cfg = load_task_config(task)
             apply_data_config(cfg, task, data, testing="train" not in splits)
-            assert cfg.data_config["sha256"]
+            assert cfg.harness.data_config["sha256"]
             for split in splits:
                 loader = cfg[f"{split}_dataloader"]
                 _fill_loader(loader, None, str(layouts["tokenizer"]), 64, 8)

@@ -139,16 +139,16 @@ def test_the_classifier_trains_every_head_and_reports_objects(tiny_benchmark):
 
 
 def test_a_pretrained_vit_learns_at_its_setting_s_rate_a_random_one_at_the_full_rate(tiny_benchmark, tmp_path):
-    """Pre-training trains a pre-trained ViT at the full rate by default (ALBEF's); ``pretrained_vision_lr_mult``
-    slows it (fine-tuning's tenth), and never a ViT that starts from scratch."""
+    """Pre-training trains a pre-trained ViT at the full rate by default (ALBEF's);
+    ``harness.pretrained_vision_lr_mult`` slows it (fine-tuning's tenth), and never a ViT that starts from scratch."""
     from mmengine.optim import build_optim_wrapper
 
     state = build_model("copa", "tiny", **TOKENS).vision.state_dict()
     vit = tmp_path / "vit.pth"
     torch.save({k: v for k, v in state.items() if not k.startswith("reducers.")}, vit)
     rates = {}
-    for key, init, options in (("tenth", str(vit), ["pretrained_vision_lr_mult=0.1"]), ("default", str(vit), None),
-                               ("none", "none", ["pretrained_vision_lr_mult=0.1"])):
+    tenth = ["harness.pretrained_vision_lr_mult=0.1"]
+    for key, init, options in (("tenth", str(vit), tenth), ("default", str(vit), None), ("none", "none", tenth)):
         cfg = build_config("copa", "pretrain", data=tiny_benchmark, work_dir=tmp_path / "w", vision_init=init,
                            options=options)
         model = build_model("copa", "tiny", **{k: v for k, v in cfg.model.items() if k != "type"})

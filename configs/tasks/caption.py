@@ -20,11 +20,12 @@ _base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosi
 
 batch_size = 64
 max_iters = 300
-# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
-task_spec = dict(headline="cider", chance="majority_caption", requires=["decoder"], label="caption", order=50)
-requires = task_spec["requires"]  # what harness.runner checks a model against
-
-task_model = dict(type="CaptionModel", tokenizer=None, num_beams=3, max_length=20, length_penalty=1.0)
+# what the harness reads (harness/config_namespace.py): the task's declaration for tables, the gate, chance and
+# suites (harness/taskspec.py), and its model
+harness = dict(
+    task_spec=dict(headline="cider", chance="majority_caption", requires=["decoder"], label="caption", order=50),
+    task_model=dict(type="CaptionModel", tokenizer=None, num_beams=3, max_length=20, length_penalty=1.0),
+)
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
 

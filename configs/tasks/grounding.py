@@ -18,12 +18,13 @@ _base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosi
 
 batch_size = 32
 max_iters = 600
-# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
-task_spec = dict(headline="acc_iou50", gated=["miou"], chance="mean_box", requires=["fusion"], label="grounding",
-                 order=60)
-requires = task_spec["requires"]  # what harness.runner checks a model against
-
-task_model = dict(type="GroundingModel", score_weight=1.0, l1_weight=5.0, giou_weight=2.0)
+# what the harness reads (harness/config_namespace.py): the task's declaration for tables, the gate, chance and
+# suites (harness/taskspec.py), and its model
+harness = dict(
+    task_spec=dict(headline="acc_iou50", gated=["miou"], chance="mean_box", requires=["fusion"], label="grounding",
+                   order=60),
+    task_model=dict(type="GroundingModel", score_weight=1.0, l1_weight=5.0, giou_weight=2.0),
+)
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
 

@@ -4,11 +4,13 @@ and the AUC of its scores, against the object-to-patch labels of the objects eac
 Test-only (``copa-bench test --task patch_detection --checkpoint C``) and only for models with a reducer.
 """
 
-# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
-task_spec = dict(headline="patch_auc", fractions=["patch_auc"], chance="uninformative_scores", requires=["reducer"],
-                 test_only=True, label="patch detection", order=70)
-requires = task_spec["requires"]  # what harness.runner checks a model against
-task_model = dict(type="PatchDetectionModel")
+# what the harness reads (harness/config_namespace.py): the task's declaration for tables, the gate, chance and
+# suites (harness/taskspec.py), and its model
+harness = dict(
+    task_spec=dict(headline="patch_auc", fractions=["patch_auc"], chance="uninformative_scores",
+                   requires=["reducer"], test_only=True, label="patch detection", order=70),
+    task_model=dict(type="PatchDetectionModel"),
+)
 
 pipeline = [
     dict(type="LoadImage"),

@@ -12,13 +12,14 @@ _base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosi
 
 batch_size = 32
 max_iters = 200
-requires = ["itc"]
-# the declaration tables, the gate, chance and suites read (harness/taskspec.py); zero-shot retrieval is this config
-# run by a suite as a test of the pre-training checkpoint
-task_spec = dict(headline="r_mean", chance="random_ranking", requires=requires, label="retrieval", order=20,
-                 variants=dict(retrieval_zeroshot=dict(test_only=True, label="zero-shot retrieval", order=10)))
-
-task_model = dict(type="RetrievalModel", k=16)
+# what the harness reads (harness/config_namespace.py): the task's declaration for tables, the gate, chance and
+# suites (harness/taskspec.py), and its model
+# (zero-shot retrieval is this config run by a suite as a test of the pre-training checkpoint)
+harness = dict(
+    task_spec=dict(headline="r_mean", chance="random_ranking", requires=["itc"], label="retrieval", order=20,
+                   variants=dict(retrieval_zeroshot=dict(test_only=True, label="zero-shot retrieval", order=10))),
+    task_model=dict(type="RetrievalModel", k=16),
+)
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="ToTensor")]
 

@@ -9,7 +9,7 @@ The runner fills in the data root, the model's vision config, image size and the
 
 _base_ = ["../_base_/default_runtime.py", "../_base_/schedules/adamw_warmup_cosine.py"]
 
-task_spec = dict(headline=None, chance=None)  # the ViT initialisation: no table, no gate, no chance row
+harness = dict(task_spec=dict(headline=None, chance=None))  # the ViT initialisation: no table, gate or chance row
 
 batch_size = 64
 max_iters = 1200  # 12 epochs of the tiny pool's 6,400 images

@@ -16,11 +16,13 @@ _base_ = ["../_base_/default_runtime.py", "../_base_/schedules/head_finetune.py"
 batch_size = 64
 max_iters = 1000
 
-task_model = dict(type="VQAModel", answers_file="vqa/v2_synth_train_annotations.json", data_root=None,
-                  min_count=9, max_answers=3129)  # ViLT's threshold; VQA v2 then has 3129 answers
-# the declaration tables, the gate, chance and suites read (harness/taskspec.py)
-task_spec = dict(headline="vqa_acc", chance="question_type_prior", requires=["fusion"], label="VQA", order=30)
-requires = task_spec["requires"]  # what harness.runner checks a model against
+# what the harness reads (harness/config_namespace.py): the task's declaration for tables, the gate, chance and
+# suites (harness/taskspec.py), and its model
+harness = dict(
+    task_spec=dict(headline="vqa_acc", chance="question_type_prior", requires=["fusion"], label="VQA", order=30),
+    task_model=dict(type="VQAModel", answers_file="vqa/v2_synth_train_annotations.json", data_root=None,
+                    min_count=9, max_answers=3129),  # ViLT's threshold; VQA v2 then has 3129 answers
+)
 
 pipeline = [
     dict(type="LoadImage"),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config_namespace import KEY, settings
 from harness.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
@@ -296,7 +297,7 @@ def apply_data_config(cfg, task: str, data: DataConfig, testing: bool) -> None:
             dataset.pop(key, None)
         dataset.update({k: v for k, v in files.items() if k != "images"})
         dataset.data_prefix = dict(img_path=files["images"])
-    task_model = cfg.get("task_model") or {}
+    task_model = settings(cfg).get("task_model") or {}
     if "answers_file" in task_model:  # the answer vocabulary is the training annotations', also when testing
         answers = spec.get("train", {}).get("answers_file")
         if answers is None:
@@ -306,7 +307,8 @@ def apply_data_config(cfg, task: str, data: DataConfig, testing: bool) -> None:
             raise InputError(data.source, f"tasks.{task}.train.answers_file", f"{answers}: no such file")
         task_model["answers_file"] = answers
     used = [s for s in SPLITS if s in spec and cfg.get(SPLITS[s])]
-    cfg.data_config = dict(name=data.name, root=str(data.root), sha256=data.sha256(task, used))
+    cfg[KEY] = dict(settings(cfg), data_config=dict(name=data.name, root=str(data.root),
+                                                     sha256=data.sha256(task, used)))
 
 
 def _drop(cfg, split: str) -> None:

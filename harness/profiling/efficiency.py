@@ -465,7 +465,7 @@ def _register_prebuilt() -> None:
 
 
 def task_model(model: nn.Module, task: str, **overrides) -> nn.Module:
-    """The harness's task model of ``task`` (``configs/tasks/<task>.py``'s ``task_model``, with ``overrides``)
+    """The harness's task model of ``task`` (``configs/tasks/<task>.py``'s ``harness.task_model``, with ``overrides``)
     around ``model``: a shallow copy of it, so the weights are shared and a task's own settings (retrieval
     trains only ITC and ITM) do not leak into the model or the other tasks."""
     import harness.tasks  # noqa: F401  (registers the task models)
@@ -473,7 +473,7 @@ def task_model(model: nn.Module, task: str, **overrides) -> nn.Module:
     from harness.runner import load_task_config
 
     _register_prebuilt()
-    cfg = {k: v for k, v in load_task_config(task).task_model.items()}
+    cfg = dict(load_task_config(task).harness.task_model)
     cfg.update(overrides)
     cfg["backbone"] = dict(type=_PREBUILT, module=copy.copy(model))
     return MODELS.build(cfg).to(_device_of(model)).train(model.training)

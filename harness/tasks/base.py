@@ -16,7 +16,7 @@ from mmengine.runner import TestLoop, ValLoop
 from mmengine.runner.loops import _update_losses
 
 from harness.checkpoint import load_checkpoint
-from harness.device import CONFIG_KEY, autocast, full_precision, model_device
+from harness.device import autocast, device_settings, full_precision, model_device
 from harness.errors import InputError, NotApplicable
 from harness.registry import LOOPS
 from zoo import MODELS  # the registry, with every named model (the backbones) registered
@@ -128,8 +128,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def job_precision(runner) -> str:
-    """The precision of the runner's job (``device_cfg`` of its config; fp32 without one)."""
-    return (runner.cfg.get(CONFIG_KEY) or {}).get("precision", "fp32")
+    """The precision of the runner's job (``harness.device_cfg`` of its config; fp32 without one)."""
+    return device_settings(runner.cfg).get("precision", "fp32")
 
 
 def evaluation_context(runner) -> contextlib.AbstractContextManager:

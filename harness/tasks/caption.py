@@ -3,7 +3,7 @@ image (greedy or beam search) and score against its reference captions (BLEU-4, 
 
 Captioning has no text input, so the decoder reads the *text-free* visual tokens, the same path it was
 pre-trained on (``VLPModel.loss``'s PrefixLM term): fine-tuning continues that objective rather than adding a
-head. Only models with a decoder apply (``requires = ['decoder']``: not the single-stream ViLT).
+head. Only models with a decoder apply (``harness.task_spec.requires = ['decoder']``: not the single-stream ViLT).
 """
 
 from __future__ import annotations

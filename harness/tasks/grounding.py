@@ -3,10 +3,10 @@ tokens against the fused [CLS] of the (image, expression) pair, then regressing 
 
 The expression has to steer which patches survive, so the pair goes along the *text-aware* path
 (``encode_pair_tokens``: the text [CLS] conditions COPA's and TRIPS's reducers, then the fusion encoder; ViLT's
-joint transformer). Every model has that path (``requires = ['fusion']``). Localising by patch, not by regressing
-coordinates from one pooled token, keeps the ViT's spatial layout in play: a one-stage, anchor-free grounding
-head (text-conditioned centre classification as in CenterNet/FCOS, box terms from DETR: L1 + generalised IoU on
-boxes normalised to the input image).
+joint transformer). Every model has that path (``harness.task_spec.requires = ['fusion']``). Localising by patch,
+not by regressing coordinates from one pooled token, keeps the ViT's spatial layout in play: a one-stage,
+anchor-free grounding head (text-conditioned centre classification as in CenterNet/FCOS, box terms from DETR: L1 +
+generalised IoU on boxes normalised to the input image).
 """
 
 from __future__ import annotations

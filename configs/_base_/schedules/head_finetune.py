@@ -10,7 +10,7 @@ and sets its warm-up and ``max_iters``::
 
 _base_ = ["./adamw_warmup_cosine.py"]
 
-pretrained_vision_lr_mult = 0.1
+harness = dict(pretrained_vision_lr_mult=0.1)  # harness/config_namespace.py
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4, weight_decay=0.01),
     # bypass_duplicate: the MLM decoder shares the word embeddings, so skip the repeat

@@ -1,9 +1,10 @@
 """Top-1 patch hit: whether the first reduction point's best patch lies on a mentioned object (test-only)."""
 
 # the declaration copa-bench's tables, gate, chance and suites read (harness/taskspec.py)
-task_spec = dict(headline="top1_hit", chance=None, requires=["reducer"], test_only=True, label="top-1 patch")
-requires = task_spec["requires"]  # what the runner checks a model against
-task_model = dict(type="PatchDetectionModel")  # copa-bench's: the reducer's scores and the patch labels
+harness = dict(  # what copa-bench reads: the task's declaration and its model
+    task_spec=dict(headline="top1_hit", chance=None, requires=["reducer"], test_only=True, label="top-1 patch"),
+    task_model=dict(type="PatchDetectionModel"),  # copa-bench's: the reducer's scores and the patch labels
+)
 
 pipeline = [dict(type="LoadImage"), dict(type="Resize", size=None), dict(type="PatchLabels", patch_size=None,
                                                                         min_overlap=0.1), dict(type="ToTensor")]
