@@ -11,7 +11,8 @@ A task config keeps the Runner's fields at the top level and the harness's under
 
 When a job is built the harness adds ``device_cfg`` (device and precision), for a tiny pre-training
 ``vision_init_job`` (which vision pre-training made its ViT) and, on real data, ``data_config`` (which files).
-``--cfg-options harness.KEY=VALUE`` sets them.
+``--cfg-options`` sets ``harness.pretrained_vision_lr_mult`` and the task model's arguments
+(``harness.task_model.k=32``), never its type; the rest are chosen elsewhere (:data:`NOT_FROM_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ TASK_KEYS = ("task_spec", "task_model", "vision_init", "pretrained_vision_lr_mul
 """What a task config may declare under ``harness``."""
 BUILT_KEYS = ("device_cfg", "vision_init_job", "data_config")
 """What the harness adds when it builds a job."""
+OPTION_KEYS = ("pretrained_vision_lr_mult", "task_model")
+"""What ``--cfg-options harness.KEY...`` may set: settings read when the job is built."""
+_DECLARED = "the task's declaration, read from its config file (as tables and the gate read it)"
+NOT_FROM_OPTIONS = {"task_spec": _DECLARED, "requires": _DECLARED, "vision_init": "chosen with --vision-init",
+                    "device_cfg": "chosen with --device and --precision",
+                    "vision_init_job": "recorded by the harness when it builds the job",
+                    "data_config": "recorded by the harness when it builds the job (--data-config chooses the data)"}
+"""Why the other harness keys are not ``--cfg-options``."""
 
 
 def settings(cfg: Mapping) -> Mapping:
@@ -44,7 +53,10 @@ def check_layout(cfg: Mapping, path: str | os.PathLike | None) -> None:
     namespace = cfg.get(KEY, {})
     if not isinstance(namespace, Mapping):
         raise InputError(path, KEY, f"must be a dict, got {type(namespace).__name__}")
-    unknown = sorted(set(namespace) - set(TASK_KEYS) - set(BUILT_KEYS))
+    built = [key for key in BUILT_KEYS if key in namespace]
+    if built:
+        raise InputError(path, f"{KEY}.{built[0]}", "set by the harness when it builds a job, not by a task config")
+    unknown = sorted(set(namespace) - set(TASK_KEYS))
     if unknown:
         raise InputError(path, f"{KEY}.{unknown[0]}", f"unknown key (expected {', '.join(TASK_KEYS)})")
 

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.config_namespace import BUILT_KEYS, TASK_KEYS, check_layout, flat_layout
 from harness.config_namespace import KEY as NAMESPACE
+from harness.config_namespace import NOT_FROM_OPTIONS, OPTION_KEYS, check_layout, flat_layout
 from harness.config_namespace import settings as harness_settings
 from harness.errors import InputError
 from harness.registry import SCOPE
@@ -182,11 +182,12 @@ def build_config(
     if task == "vision_pretrain":  # one ViT initialisation shared by every model
         return build_vision_config(scale, data, work_dir, seed, max_iters, device, precision)
     cfg = load_task_config(task)
-    settings = {key: value for key, value in parse_options(options)
-                if key.startswith(f"{NAMESPACE}.") and not isinstance(value, (dict, list, tuple))}  # builds nothing
-    if settings:
-        cfg.merge_from_dict(settings)
+    early = [(key, value) for key, value in parse_options(options) if key.startswith(f"{NAMESPACE}.")]
+    for key, value in early:  # read below: merged first, into sections the task config has
+        _merge_option(cfg, key, value, "--cfg-options", None)
     harness_cfg = harness_settings(cfg)
+    if early:
+        check_types(harness_cfg, "--cfg-options", where=NAMESPACE)  # before the task model is built below
     if data_config is None:
         root = benchmark_root(data)
         tokenizer_dir = Path(tokenizer) if tokenizer is not None else root / "tokenizer"
@@ -345,11 +346,7 @@ def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike 
         refused = [p for p in parts if p in OPTION_FORBIDDEN]
         if refused:
             raise InputError(path, flag, f"{key!r}: {refused[0]!r} cannot be set from outside the config files")
-        if parts[0] == NAMESPACE and (len(parts) == 1 or parts[1] not in (*TASK_KEYS, *BUILT_KEYS)):
-            raise InputError(path, flag, f"{key!r}: the harness's settings are {NAMESPACE}.KEY with KEY one of "
-                             f"{', '.join(TASK_KEYS + BUILT_KEYS)}")
-        if len(parts) == 1 and key in TASK_KEYS + BUILT_KEYS:
-            raise InputError(path, flag, f"{key!r} is a harness setting: write {NAMESPACE}.{key}=...")
+        _check_harness_key(parts, key, flag, path)
         if len(parts) == 1 and key not in settable_top_level_keys():
             raise InputError(path, flag, f"{key!r} is not a field of the job config but a variable its task config "
                              "derives fields from when the file is read, so setting it would change nothing: set "
@@ -361,8 +358,28 @@ def parse_options(options, flag: str = "--cfg-options", path: str | os.PathLike 
             raise InputError(path, flag, f"{key!r}: malformed value {raw[:80]!r} ({detail})") from None
         if not _finite(value):
             raise InputError(path, flag, f"{key!r}: {raw[:80]!r} is not a finite number")
+        if key == f"{NAMESPACE}.pretrained_vision_lr_mult" and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise InputError(path, flag, f"{key!r} must be a number > 0, got {raw[:80]!r}")
         parsed.append((key, value))
     return parsed
+
+
+def _check_harness_key(parts: list[str], key: str, flag: str, path) -> None:
+    """Only :data:`OPTION_KEYS` under ``harness.``, and never a task model's type; an unprefixed harness key
+    (the layout before the namespace) is pointed to its place."""
+    head = parts[1] if parts[0] == NAMESPACE and len(parts) > 1 else parts[0]
+    if parts[0] != NAMESPACE and head not in NOT_FROM_OPTIONS and head not in OPTION_KEYS:
+        return
+    if head in NOT_FROM_OPTIONS:
+        raise InputError(path, flag, f"{key!r}: not an option: {NOT_FROM_OPTIONS[head]}")
+    if parts[0] != NAMESPACE:
+        raise InputError(path, flag, f"{key!r} is a harness setting: write {NAMESPACE}.{key}=...")
+    if head not in OPTION_KEYS or len(parts) != (3 if head == "task_model" else 2):
+        raise InputError(path, flag, f"{key!r}: the harness's options are {NAMESPACE}.pretrained_vision_lr_mult=X "
+                         f"and {NAMESPACE}.task_model.ARGUMENT=VALUE")
+    if parts[-1] in BUILD_KEYS:
+        raise InputError(path, flag, f"{key!r}: the task model's type is the task's (choose another --task)")
 
 
 def _finite(value) -> bool:
@@ -380,19 +397,24 @@ def apply_options(cfg, options: list[str] | None, flag: str = "--cfg-options",
     mistyped section is an error rather than a silently added setting. The merged config is then checked
     (:func:`check_job`): every ``type`` must name a registered component, so no value runs code."""
     for key, value in parse_options(options, flag, path):
-        node = cfg
-        *parents, _ = key.split(".")
-        for part in parents:
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif not isinstance(node, (list, str)) and part in node:
-                node = node[part]
-            else:
-                raise InputError(path, flag, f"the job config has no section {part!r} in {key!r}")
-        if isinstance(node, (list, str, int, float)) or node is None:
-            raise InputError(path, flag, f"{key!r}: {'.'.join(parents)} is not a section of the config")
-        cfg.merge_from_dict({key: value}, allow_list_keys=True)
+        _merge_option(cfg, key, value, flag, path)
     check_job(cfg, flag, path)
+
+
+def _merge_option(cfg, key: str, value, flag: str, path) -> None:
+    """One parsed option into ``cfg``, whose sections above the key's last part must exist."""
+    node = cfg
+    *parents, _ = key.split(".")
+    for part in parents:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif not isinstance(node, (list, str)) and part in node:
+            node = node[part]
+        else:
+            raise InputError(path, flag, f"the job config has no section {part!r} in {key!r}")
+    if isinstance(node, (list, str, int, float)) or node is None:
+        raise InputError(path, flag, f"{key!r}: {'.'.join(parents)} is not a section of the config")
+    cfg.merge_from_dict({key: value}, allow_list_keys=True)
 
 
 def registered_names() -> tuple[set[str], dict[str, set[str]]]:

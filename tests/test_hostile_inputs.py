@@ -350,6 +350,30 @@ def _(tmp, bench, ckpt):
             "--cfg-options", "harness.vision_lr_mult=0.1"], ["--cfg-options", "'harness.vision_lr_mult'"]
 
 
+@case("cfg-options-harness-task-model-type")
+def _(tmp, bench, ckpt):
+    return ["test", "--model", "copa", "--task", "patch_detection", "--data", str(bench), "--checkpoint", str(ckpt),
+            "--cfg-options", "harness.task_model.type=this.x"], ["--cfg-options", "'harness.task_model.type'"]
+
+
+@case("cfg-options-harness-recorded-key")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "harness.data_config.sha256=0"], ["--cfg-options", "'harness.data_config.sha256'"]
+
+
+@case("cfg-options-harness-section-the-task-lacks")
+def _(tmp, bench, ckpt):
+    return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",
+            "--cfg-options", "harness.task_model.k=3"], ["--cfg-options", "'task_model'"]
+
+
+@case("cfg-options-harness-key-without-namespace")
+def _(tmp, bench, ckpt):
+    return ["test", "--model", "copa", "--task", "patch_detection", "--data", str(bench), "--checkpoint", str(ckpt),
+            "--cfg-options", "task_model.k=3"], ["--cfg-options", "write harness.task_model.k="]
+
+
 @case("negative-seed")
 def _(tmp, bench, ckpt):
     return ["train", "--model", "copa", "--task", "pretrain", "--data", str(bench), "--vision-init", "none",

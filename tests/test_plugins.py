@@ -97,6 +97,7 @@ def test_declaration_keys_are_checked(tmp_path, clean_registries):
     (folder / "typo.py").write_text('harness = dict(task_spec=dict(headline="acc", gatde=["x"]))\n')
     (folder / "nohead.py").write_text('harness = dict(task_spec=dict(chance=None))\n')
     (folder / "extra.py").write_text('harness = dict(task_spec=dict(headline="acc"), task_modle=dict())\n')
+    (folder / "built.py").write_text('harness = dict(task_spec=dict(headline="acc"), device_cfg=dict(device="cpu"))\n')
     # the layout before the namespace: refused, not silently ignored
     (folder / "flat.py").write_text('task_spec = dict(headline="acc", requires=["itc"])\n')
     (folder / "flatreq.py").write_text('harness = dict(task_spec=dict(headline="acc"))\nrequires = ["fusion"]\n')
@@ -107,6 +108,8 @@ def test_declaration_keys_are_checked(tmp_path, clean_registries):
         taskspec.task_spec("nohead")
     with pytest.raises(InputError, match="harness.task_modle: unknown key"):
         taskspec.task_spec("extra")
+    with pytest.raises(InputError, match="harness.device_cfg: set by the harness when it builds a job"):
+        taskspec.task_spec("built")
     with pytest.raises(InputError, match="task_spec: a harness setting at the top level: write it as "
                        "harness.task_spec") as error:
         taskspec.task_spec("flat")

@@ -126,7 +126,7 @@ def test_a_harness_setting_from_cfg_options_reaches_what_build_config_derives(ti
     assert set(vision_rates(["harness.pretrained_vision_lr_mult=0.5"]).values()) == {0.5}
     with pytest.raises(InputError, match="'pretrained_vision_lr_mult' is a harness setting: write harness."):
         vision_rates(["pretrained_vision_lr_mult=0.5"])
-    with pytest.raises(InputError, match="'harness.lr_mult': the harness's settings are harness.KEY"):
+    with pytest.raises(InputError, match="'harness.lr_mult': the harness's options are harness.pretrained"):
         vision_rates(["harness.lr_mult=0.5"])
 
 

@@ -1,7 +1,7 @@
 """Fine-tuning a pre-trained model with a new classification head, as ViLT fine-tunes for VQA and NLVR2 (mmengine
 ``_base_``): lr 1e-4, weight decay 0.01, a warm-up from 5% of the rate, the head at ten times the rate and the
-pre-trained ViT at a tenth (``pretrained_vision_lr_mult``; pre-training uses the full rate). A task names its head
-and sets its warm-up and ``max_iters``::
+pre-trained ViT at a tenth (``harness.pretrained_vision_lr_mult``; pre-training uses the full rate). A task names
+its head and sets its warm-up and ``max_iters``::
 
     optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"vqa_head": dict(lr_mult=10.0)}))
     param_scheduler = [dict(_base_.param_scheduler[0], end=20),
