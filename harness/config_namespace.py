@@ -44,7 +44,7 @@ def settings(cfg: Mapping) -> Mapping:
 
 def check_layout(cfg: Mapping, path: str | os.PathLike | None) -> None:
     """Refuse a task config that sets a harness key at the top level (the layout before the namespace), which
-    the harness would otherwise silently ignore, or an unknown key under ``harness``."""
+    the harness would otherwise silently ignore, one the harness records itself, or an unknown key."""
     for key in (*TASK_KEYS, *BUILT_KEYS, "requires"):
         if key in cfg:
             where = "harness.task_spec.requires" if key == "requires" else f"harness.{key}"

@@ -163,9 +163,10 @@ def build_config(
     ``data_config`` (a :class:`harness.data.layouts.DataConfig` or its ``--data-config`` name) reads a real
     dataset instead of the generated benchmark, ``data`` then being its root; ``tokenizer`` replaces the data's.
 
-    ``options`` (``--cfg-options``, already checked by :func:`parse_options`): the scalar ``harness.`` keys among
-    them (``harness.pretrained_vision_lr_mult=1.0``) are settings this function reads, so they are merged before it
-    does; the caller applies all of them to the result with :func:`apply_options`, which checks every component.
+    ``options`` (``--cfg-options``, already checked by :func:`parse_options`): the ``harness.`` keys among them
+    (``harness.pretrained_vision_lr_mult=1.0``, ``harness.task_model.k=32``) are settings this function reads, so they
+    are merged (into sections the task config has, and type-checked) before it does; the caller applies all of them
+    to the result with :func:`apply_options`, which checks every component.
     """
     from harness.data.tokenizer import load_tokenizer
     from zoo import model_config
