@@ -151,10 +151,11 @@ def chance_metrics(cfg, task: str | None = None) -> dict[str, float]:
     loader = cfg.get("test_dataloader") or cfg.get("val_dataloader")
     if evaluator is None or loader is None:
         raise InputError(None, "test_evaluator", "a job without a test set has no chance level")
+    declared = harness_settings(cfg).get("task_spec")
     if task is not None:
         name = task_spec(task, flag="task").chance
-    elif isinstance(harness_settings(cfg).get("task_spec"), dict):
-        name = harness_settings(cfg).task_spec.get("chance")
+    elif isinstance(declared, dict):
+        name = declared.get("chance")
     else:
         raise InputError(getattr(cfg, "filename", None), "harness.task_spec", "the config declares no task "
                          "(harness/taskspec.py), so no chance predictor")
