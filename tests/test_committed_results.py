@@ -27,7 +27,7 @@ def _table_lines(text: str) -> list[str]:
     return lines[start:end]
 
 
-def test_committed_tables_are_the_store_s(paper_tables):
+def test_committed_tables_match_the_store(paper_tables):
     for name, table in paper_tables.items():
         path = OUT / f"{name}.md"
         assert path.read_text() == tables.render(table, "md"), (
