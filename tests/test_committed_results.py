@@ -41,3 +41,14 @@ def test_readme_findings_are_the_comparison_table(paper_tables):
     section = readme[readme.index(FINDINGS):]
     section = section[:section.find("\n## ", 1)]
     assert _table_lines(section) == _table_lines(tables.render(paper_tables["comparison"], "md"))
+
+
+def test_the_paper_suite_runs_its_jobs_as_the_store_did():
+    """A resumed ``copa-bench run paper`` adds rows to a store made at one torch thread per job; the job hash does
+    not record threads, so by default it must run its jobs the same way (the efficiency job times its own)."""
+    from harness.results import read_rows
+    from harness.suite import load_suite
+
+    threads = {row["machine"]["threads"] for row in read_rows(STORE) if row["task"] != "efficiency"}
+    assert threads == {1}
+    assert load_suite("paper").get("workers", 1) > 1  # workers run their jobs at one thread each

@@ -14,6 +14,9 @@ _base_ = ["../_base_/suites/all_tasks.py"]  # tasks and test_only: every task
 scale = "tiny"
 seeds = [0, 1, 2]
 models = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
+# Two one-thread processes: every stored row of this suite ran at one torch thread, and a job at another thread
+# count gives figures that differ from it (the job hash does not record threads), so a resumed run mixes none in.
+workers = 2
 # NLVR2 at the downstream suite's 2,000 iterations: at the task config's 1,000 after 500 pre-training iterations
 # albef and copa answered one label (test 50.0 and 49.6, chance + 3 SE 56.7; seed 0, results/README.md).
 # Pre-training 1,000 iterations, twice the task config's: after 500, VQA stayed at its prior (albef test 45.1, prior
