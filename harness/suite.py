@@ -85,7 +85,7 @@ _LIST = (list, tuple)
 SUITE_TYPES = {"scale": str, "data": str, "vision_init": str, "chance": bool, "models": _LIST, "seeds": _LIST,
                "tasks": _LIST, "test_only": _LIST, "variants": dict, "options": dict, "max_iters": dict,
                "eval_limit": dict, "efficiency": dict}  # workers: checked below
-VARIANT_TYPES = {"models": _LIST, "tasks": _LIST, "model": dict, "pta_fraction": (int, float)}
+VARIANT_TYPES = {"models": _LIST, "tasks": _LIST, "model": dict, "pta_fraction": (int, float), "options": dict}
 
 
 def _strings(value, path: Path, key: str) -> list[str]:
@@ -162,10 +162,14 @@ def _validate(cfg, path: Path) -> None:
     for task in _strings(cfg.get("test_only") or [], path, "test_only"):
         if task not in tasks:
             raise InputError(path, "test_only", f"{task!r} is not one of the suite's tasks")
-    for task, options in (cfg.get("options") or {}).items():
-        if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
-            raise InputError(path, f"options.{task}", "must be a list of 'KEY=VALUE' strings (as --cfg-options)")
-        parse_options(options, f"options.{task}", path)
+    for where, spec in [("", cfg), *((f"variants.{v}.", spec) for v, spec in variants.items())]:
+        for task, options in (spec.get("options") or {}).items():
+            if not isinstance(options, list) or not all(isinstance(o, str) and "=" in o for o in options):
+                raise InputError(path, f"{where}options.{task}", "must be a list of 'KEY=VALUE' strings (as "
+                                 "--cfg-options)")
+            if where and task not in ("pretrain", *spec.get("tasks", cfg.get("tasks") or [])):
+                raise InputError(path, f"{where}options.{task}", f"{task!r} is not one of the variant's tasks")
+            parse_options(options, f"{where}options.{task}", path)
     workers = cfg.get("workers", 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(path, "workers", f"must be an integer >= 1, got {workers!r}")
@@ -237,6 +241,8 @@ def _job_cfg(suite, job: Job, checkpoint: Path | None, testing: bool, work_dir: 
                        device=suite.get("device"), precision=suite.get("precision", "fp32"),
                        options=suite.get("options", {}).get(job.task))
     apply_options(cfg, suite.get("options", {}).get(job.task), f"options.{job.task}", suite.filename)
+    apply_options(cfg, job.config.get("options", {}).get(job.task), f"variants.{job.variant}.options.{job.task}",
+                  suite.filename)
     if job.task == "pretrain" and "pta_fraction" in job.config:
         cfg.train_dataloader.dataset.pta_fraction = job.config["pta_fraction"]
     for loader in ("val_dataloader", "test_dataloader"):

@@ -11,7 +11,8 @@ import torch
 
 from harness.errors import InputError
 from harness.results import read_rows
-from harness.suite import load_suite, plan, run_suite, suite_names
+from harness.runner import load_task_config
+from harness.suite import _job_cfg, load_suite, plan, run_suite, suite_names
 
 MODELS = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
 TASKS = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
@@ -60,6 +61,27 @@ def test_plan_orders_pretraining_before_each_models_tasks():
         ("chance", "pretrain", ""), ("chance", "patch_detection", ""), ("chance", "vqa", ""),
         ("pretrain", "pretrain", ""), ("test", "patch_detection", ""), ("finetune", "vqa", ""),
         ("pretrain", "pretrain", "pta0"), ("test", "patch_detection", "pta0")]  # vqa is not an ablation task
+
+
+def test_a_variants_options_reach_its_own_jobs_only(tiny_benchmark, tmp_path, write_suite):
+    """Per-task ``options`` of a variant (the paper suite's ``warmup_off``: EViT without its keep-rate warm-up)
+    change that variant's job configs, not the default's."""
+    warmup = load_task_config("pretrain").custom_hooks[1]  # the hook the paper suite's option names by position
+    assert warmup.type == "KeepRateWarmupHook" and warmup.reducers == ["CLSAttentionReducer"]
+    variants = {"": {}, "warmup_off": load_suite("paper").variants.warmup_off.to_dict()}
+    path = write_suite(tmp_path / "s.py", tiny_benchmark, ["evit"], ["grounding"], max_iters={}, eval_limit={},
+                       variants=variants)
+    suite = load_suite(path)
+    jobs = [j for j in plan(suite) if j.kind == "pretrain"]
+    assert [j.variant for j in jobs] == ["", "warmup_off"]
+    hooks = {j.variant: [h.get("reducers") for h in _job_cfg(suite, j, None, False, tmp_path / j.variant).custom_hooks
+                         if h.type == "KeepRateWarmupHook"] for j in jobs}
+    assert hooks == {"": [["CLSAttentionReducer"]], "warmup_off": [[]]}
+    bad = write_suite(tmp_path / "bad.py", tiny_benchmark, ["evit"], ["grounding"], max_iters={}, eval_limit={},
+                      variants={"x": dict(tasks=["grounding"], options=dict(vqa=["optim_wrapper.optimizer.lr=1"]))})
+    with pytest.raises(InputError, match=r"bad\.py: variants\.x\.options\.vqa: 'vqa' is not one of the variant's "
+                       "tasks"):
+        load_suite(bad)
 
 
 @pytest.mark.slow

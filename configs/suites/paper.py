@@ -3,10 +3,12 @@ test sets, 3 seeds; COPA's keep-ratio sweep (with the reducing baselines at the 
 ablations: PTA off, the share of pre-training images whose boxes PTA sees, where the TPDs sit, and the
 pre-training recipe before the shared pruned passes (``separate_passes``: an unpruned text-free ViT pass and a
 text-aware suffix per ITM negative; zoo.build.SEPARATE_PASSES), what MLM's patches are chosen from, PrefixLM
-without a text prefix, ALBEF's momentum distillation off, and TRIPS and EViT at their published schedules.
+without a text prefix, ALBEF's momentum distillation on (tiny scale pre-trains without it), EViT without its
+keep-rate warm-up, and TRIPS and EViT at their published schedules.
 
 Variants name model overrides (``model``), the pre-training share of images with boxes (``pta_fraction``),
-and which models and tasks they apply to. The default variant ("") is the main comparison.
+per-task config ``options`` (as ``--cfg-options``) and which models and tasks they apply to. The default variant
+("") is the main comparison.
 """
 
 _base_ = ["../_base_/suites/all_tasks.py"]  # tasks and test_only: every task
@@ -55,5 +57,8 @@ variants = {
     "momentum": dict(model=dict(momentum=0.995), models=["albef", "copa"], tasks=_ablation_tasks),
     "separate_passes": dict(model=dict(text_free="unreduced", itm_negatives="rerun"), models=["copa", "trips"],
                             tasks=_ablation_tasks),
+    # EViT without its keep-rate warm-up (configs/tasks/pretrain.py: custom_hooks[1], KeepRateWarmupHook), pruning
+    # at its target from the first step as it did before the warm-up joined
+    "warmup_off": dict(options=dict(pretrain=["custom_hooks.1.reducers=[]"]), models=["evit"], tasks=_ablation_tasks),
 }
 efficiency = dict(scale="tiny", batch=4, repeats=5)
