@@ -276,7 +276,7 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
     from harness import distributed
     from harness.device import check_precision, resolve_device
     from harness.plugins import loaded_plugins
-    from harness.results import append_rows, completed_jobs, provenance, user_results_dir
+    from harness.results import append_rows, completed_jobs, provenance, read_rows, user_results_dir
     from harness.runner import checked_manifest, ensure_benchmark, run_suffix
 
     results_dir = user_results_dir() / "store" if results_dir is None else results_dir
@@ -305,6 +305,9 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
                        prov=_with_run(provenance(), device, precision), device=str(device), precision=precision,
                        plugins=loaded_plugins())
     jobs = plan(suite, seeds, variants, models, tasks)
+    warning = None if prepare_only else _thread_mismatch(read_rows(results_dir), context.suite, device, workers)
+    if warning:
+        say(warning)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)
     started = time.perf_counter()
     _make_vision_inits(suite, jobs, one_thread=workers > 1)
@@ -381,6 +384,29 @@ def _execute(context: _Context, suite, job: Job, pretrained: dict) -> _Outcome:
     except Exception as e:  # one broken job must not stop the suite; it is reported and leaves no row
         return _Outcome("failed", message=f"FAILED: {type(e).__name__}: {e}")
     return _Outcome("skipped" if skipped else "run", rows)
+
+
+def _thread_mismatch(rows: list[dict], suite: str, device, workers: int) -> str | None:
+    """A warning when this suite's stored CPU rows ran at another torch thread count than this run's jobs will
+    (``--workers 1``: every thread; more: one each). The job hash does not record threads, yet one seed's figures
+    differ between thread counts, so such a run would mix incomparable rows under the suite's tables."""
+    import torch
+
+    from harness.device import device_name
+    from harness.results import EFFICIENCY_TASK
+
+    if torch.device(device).type != "cpu":
+        return None
+    threads = 1 if workers > 1 else torch.get_num_threads()
+    stored = sorted({row["machine"]["threads"] for row in rows if row["suite"] == suite
+                     and row["machine"].get("device") == device_name(device) and row["task"] != EFFICIENCY_TASK})
+    if not stored or stored == [threads]:
+        return None
+    how = ("--workers 1 runs each job here at every thread" if workers == 1
+           else f"--workers {workers} runs each job at one thread")
+    hint = "; run it with --workers 2 or more to match them" if stored == [1] else ""
+    return (f"suite {suite}: warning: its stored rows ran at {', '.join(map(str, stored))} torch thread(s), the jobs "
+            f"this run adds at {threads} ({how}): a seed's figures differ between thread counts{hint}")
 
 
 def _serial(context: _Context, suite, jobs: list[Job]):

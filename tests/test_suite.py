@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from harness.errors import InputError
-from harness.results import read_rows
+from harness.results import make_row, provenance, read_rows
 from harness.runner import load_task_config
-from harness.suite import _job_cfg, load_suite, plan, run_suite, suite_names
+from harness.suite import _job_cfg, _thread_mismatch, load_suite, plan, run_suite, suite_names
 
 MODELS = ["albef", "copa", "trips", "evit", "random", "tome", "vilt"]
 TASKS = ["retrieval_zeroshot", "patch_detection", "retrieval", "vqa", "nlvr2", "caption", "grounding"]
@@ -82,6 +82,37 @@ def test_a_variants_options_reach_its_own_jobs_only(tiny_benchmark, tmp_path, wr
     with pytest.raises(InputError, match=r"bad\.py: variants\.x\.options\.vqa: 'vqa' is not one of the variant's "
                        "tasks"):
         load_suite(bad)
+
+
+
+def _row_at(threads: int, suite: str = "paper", task: str = "vqa", device: str = "cpu") -> dict:
+    prov = provenance()
+    prov = {**prov, "machine": {**prov["machine"], "threads": threads, "device": device, "precision": "fp32"}}
+    return make_row(suite=suite, model="copa", task=task, metric="acc", value=1.0, seed=0, scale="tiny",
+                    job_hash="h", data_hash="d", prov=prov)
+
+
+def test_a_resumed_suite_warns_when_its_rows_ran_at_another_thread_count():
+    """The job hash does not record threads, so only this warning keeps ``--workers 1`` (every thread) from
+    adding rows beside a store's one-thread rows unnoticed."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one_thread = [_row_at(1), _row_at(4, task="efficiency"), _row_at(2, suite="smoke")]
+        warning = _thread_mismatch(one_thread, "paper", "cpu", workers=1)
+        assert warning.startswith("suite paper: warning: its stored rows ran at 1 torch thread(s), the jobs this "
+                                  "run adds at 2 (--workers 1 runs each job here at every thread)")
+        assert warning.endswith("run it with --workers 2 or more to match them")
+        assert _thread_mismatch(one_thread, "paper", "cpu", workers=2) is None
+        assert _thread_mismatch(one_thread, "smoke", "cpu", workers=1) is None  # its rows ran at this count
+        assert _thread_mismatch([], "paper", "cpu", workers=1) is None
+        mixed = _thread_mismatch([_row_at(1), _row_at(2)], "paper", "cpu", workers=2)
+        assert "ran at 1, 2 torch thread(s), the jobs this run adds at 1 (--workers 2" in mixed
+        assert "to match" not in mixed
+        gpu = [_row_at(1, device="NVIDIA H100")]
+        assert _thread_mismatch(gpu, "paper", "cpu", workers=1) is None  # another device's rows differ anyway
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
