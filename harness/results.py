@@ -481,11 +481,11 @@ def read_rows(store_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def completed_jobs(store_dir: str | os.PathLike, suite: str | None = None) -> set[str]:
-    """Jobs with rows in the store (of ``suite`` only, when given); a resumed suite skips them (a job appends
-    its rows in one call). Per suite, because a suite's tables read its own rows: the same job done for
+def completed_jobs(rows: Iterable[Mapping], suite: str | None = None) -> set[str]:
+    """Jobs with rows among a store's ``rows`` (of ``suite`` only, when given); a resumed suite skips them (a job
+    appends its rows in one call). Per suite, because a suite's tables read its own rows: the same job done for
     another suite (a chance floor, a shared pre-training) must still leave rows under this one."""
-    return {row["job_hash"] for row in read_rows(store_dir) if suite is None or row["suite"] == suite}
+    return {row["job_hash"] for row in rows if suite is None or row["suite"] == suite}
 
 
 def row_key(row: Mapping) -> tuple:

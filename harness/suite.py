@@ -299,13 +299,14 @@ def run_suite(name: str, results_dir: str | Path | None = None, work_root: str |
     root = ensure_benchmark(suite.get("data"))
     suite.data, suite.device, suite.precision = str(root), str(device), precision
     data_hash = checked_manifest(root)["content_sha256"]
+    stored = read_rows(results_dir)  # read once: a damaged line warns once
     context = _Context(source=name, data=str(root), data_hash=data_hash,
-                       done=completed_jobs(results_dir, suite=Path(name).stem),
+                       done=completed_jobs(stored, suite=Path(name).stem),
                        work_root=Path(work_root) / f"{Path(name).stem}{run_suffix(device, precision)}",
                        prov=_with_run(provenance(), device, precision), device=str(device), precision=precision,
                        plugins=loaded_plugins())
     jobs = plan(suite, seeds, variants, models, tasks)
-    warning = None if prepare_only else _thread_mismatch(read_rows(results_dir), context.suite, device, workers)
+    warning = None if prepare_only else _thread_mismatch(stored, context.suite, device, workers)
     if warning:
         say(warning)
     counts = dict(run=0, skipped=0, not_applicable=0, failed=0)

@@ -144,7 +144,7 @@ def test_an_undefined_metric_becomes_an_na_row():
 
 def test_missing_store_reads_as_empty(tmp_path):
     assert read_rows(tmp_path / "nowhere") == []
-    assert completed_jobs(tmp_path / "nowhere") == set()
+    assert completed_jobs(read_rows(tmp_path / "nowhere")) == set()
 
 
 def test_job_hash_is_canonical():
@@ -160,11 +160,12 @@ def test_completed_jobs_and_latest(tmp_path):
     new = row(value=20.0, job_hash="b", created="2024-01-02T00:00:00+00:00")
     other_seed = row(value=30.0, seed=1, job_hash="c", created="2023-12-31T00:00:00Z")
     append_rows(tmp_path, [new, old, other_seed])  # file order does not decide, the timestamp does
-    assert completed_jobs(tmp_path) == {"a", "b", "c"}
+    assert completed_jobs(read_rows(tmp_path)) == {"a", "b", "c"}
     kept = latest(read_rows(tmp_path))
     assert sorted((r["seed"], r["value"]) for r in kept) == [(0, 20.0), (1, 30.0)]
     append_rows(tmp_path, [row(suite="paper", job_hash="d")])  # a suite resumes from its own rows only
-    assert completed_jobs(tmp_path, suite="s") == {"a", "b", "c"} and completed_jobs(tmp_path, "paper") == {"d"}
+    stored = read_rows(tmp_path)
+    assert completed_jobs(stored, suite="s") == {"a", "b", "c"} and completed_jobs(stored, "paper") == {"d"}
 
 
 def test_efficiency_rows_from_profile_rows():
